@@ -1,0 +1,39 @@
+# One command each on a fresh machine: `make run` (the demo) and `make test` (the suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 9092
+
+.PHONY: install run test lint broker worker demo-model clean
+
+install: $(STAMP)
+
+# torch first, pinned: on these machines pip takes the CPU wheel that lies on disk; a range
+# would let pip pull a CUDA build of several GB.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/streamapp demo --port $(PORT)
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check streamapp tests
+
+broker: install
+	$(BIN)/streamapp broker --port $(PORT)
+
+worker: install
+	$(BIN)/streamapp worker
+
+demo-model: install
+	$(BIN)/streamapp demo-model --out var/models/demo
+
+clean:
+	rm -rf var .pytest_cache

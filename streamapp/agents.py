@@ -1,0 +1,204 @@
+"""The data path: comment topic -> ingest -> inference topic -> infer -> results / dead letters.
+
+    comments ──ingest──┬──> {app}-inference ──infer (take_events, model thread)──> sku-matches
+                       └──> comments-dlq  <──────────────── model failures ──┘
+    infer / ingest ──> {app}-stats ──tally──> tables `totals`, `per-minute`
+
+At-least-once: a comment's offset is acked only after everything it produces has been handed
+to the producer, and Faust flushes the producer before it commits offsets. No exception may
+leave the `take_events` loop (Faust would ack the batch and skip it), so anything unexpected
+there stops the process without committing, and the batch is replayed after the restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.types import EventT, StreamT
+
+from streamapp.inference import ModelFailure
+from streamapp.records import (
+    Comment,
+    DeadLetter,
+    ModelRef,
+    Reason,
+    RejectedRecord,
+    SkuMatchResult,
+    Timing,
+    comment_id,
+    decode_comment,
+    original_value,
+)
+from streamapp.stats import DEAD_LETTER, BatchTally, merge_counts, stats_key
+
+if TYPE_CHECKING:
+    from streamapp.application import StreamApp
+
+log = logging.getLogger(__name__)
+
+EXIT_UNEXPECTED = 70  # EX_SOFTWARE
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _source_ts(event: EventT) -> int | None:
+    ts = event.message.timestamp
+    return int(ts * 1000) if ts else None
+
+
+async def send_dead_letter(
+    app: StreamApp, record_id: str, reason: str, error: str, raw: bytes | None,
+    source_ts: int | None,
+) -> None:
+    value, is_base64 = original_value(raw)
+    letter = DeadLetter(id=record_id, reason=reason, error=error, value=value,
+                        value_base64=is_base64, source_ts=source_ts, failed_at=_now_ms())
+    await app.dlq_topic.send(key=record_id.encode(), value=letter.model_dump_json().encode())
+    await app.stats_topic.send(key=stats_key(DEAD_LETTER, reason).encode(),
+                               value=orjson.dumps({"seen": 1}))
+    app.worker_stats.on_dead_letter()
+
+
+def _fatal(exc: BaseException) -> None:
+    """Stop at once, committing nothing: the records in flight are replayed after a restart."""
+    log.critical("unexpected error in the data path; exiting without commit: %r", exc,
+                 exc_info=exc)
+    logging.shutdown()
+    os._exit(EXIT_UNEXPECTED)
+
+
+async def ingest_one(app: StreamApp, event: EventT) -> None:
+    """Decode and validate one comment; valid ones go to the inference topic."""
+    msg = event.message
+    record_id = comment_id(msg.topic, msg.partition, msg.offset)
+    source_ts = _source_ts(event)
+    settings = app.settings
+    try:
+        comment = decode_comment(event.value, input_format=settings.input_format,
+                                 separator=settings.separator,
+                                 max_review_chars=settings.max_review_chars)
+    except RejectedRecord as rejected:
+        await send_dead_letter(app, record_id, rejected.reason, rejected.error, event.value,
+                               source_ts)
+        return
+    payload = {"id": record_id, "ts": source_ts, "comment": comment.model_dump()}
+    await app.inference_topic.send(key=record_id.encode(), value=orjson.dumps(payload))
+
+
+def _decode_inference(event: EventT) -> tuple[str, int | None, Comment]:
+    payload = orjson.loads(event.value)
+    return payload["id"], payload.get("ts"), Comment.model_validate(payload["comment"])
+
+
+async def infer_batch(app: StreamApp, events: Sequence[EventT]) -> None:
+    """Score one micro-batch and produce a result or dead letter for every record in it."""
+    started = time.time()
+    items: list[tuple[str, int | None, Comment]] = []
+    for event in events:
+        try:
+            items.append(_decode_inference(event))
+        except Exception as exc:  # only a foreign producer writes anything else here
+            msg = event.message
+            await send_dead_letter(app, comment_id(msg.topic, msg.partition, msg.offset),
+                                   Reason.INVALID_JSON,
+                                   f"not a streamapp inference record: {exc}", event.value,
+                                   _source_ts(event))
+    outcomes = await app.engine.score([c.reviewBody for _, _, c in items],
+                                      [c.baseSkuName for _, _, c in items])
+    finished = time.time()
+    compute_ms = round((finished - started) * 1000, 3)
+    threshold = app.settings.match_threshold
+    model = ModelRef(name=app.model_info.name, version=app.model_info.version)
+    tally = BatchTally()
+    predicted = 0
+    for (record_id, source_ts, comment), outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, ModelFailure):
+            tally.add(comment.first_category, comment.category_path, predicted=False,
+                      matched=False)
+            await send_dead_letter(
+                app, record_id, Reason.MODEL_ERROR, f"the model failed on this comment: "
+                f"{outcome.error}", comment.model_dump_json().encode(), source_ts)
+            continue
+        match = outcome >= threshold
+        tally.add(comment.first_category, comment.category_path, predicted=True, matched=match)
+        predicted += 1
+        result = SkuMatchResult(
+            id=record_id, match=match, score=outcome, model=model,
+            baseSkuName=comment.baseSkuName, categories=comment.categories,
+            categoryPath=comment.category_path,
+            timing=Timing(
+                source_ts=source_ts,
+                queued_ms=round(started * 1000 - source_ts, 3) if source_ts else 0.0,
+                compute_ms=compute_ms, batch_size=len(items),
+                predicted_at=int(finished * 1000)),
+        )
+        await app.results_topic.send(key=record_id.encode(),
+                                     value=result.model_dump_json().encode())
+    for key, counts in tally.items():
+        await app.stats_topic.send(key=key.encode(), value=orjson.dumps(counts))
+    app.worker_stats.on_batch(len(items), predicted, finished - started)
+
+
+def register(app: StreamApp) -> None:
+    settings = app.settings
+    within = max(settings.batch_wait_ms, 1) / 1000.0  # 0 would make Faust wait for a full batch
+
+    @app.agent(app.comments_topic, name="ingest")
+    async def ingest(stream: StreamT[Any]) -> None:
+        async for event in stream.events():
+            try:
+                await ingest_one(app, event)
+            except Exception as exc:
+                _fatal(exc)
+
+    @app.agent(app.inference_topic, name="infer")
+    async def infer(stream: StreamT[Any]) -> None:
+        async for events in stream.take_events(settings.batch_size, within=within):
+            try:
+                await infer_batch(app, events)
+            except Exception as exc:
+                _fatal(exc)
+
+    @app.agent(app.stats_topic, name="tally")
+    async def tally(stream: StreamT[Any]) -> None:
+        async for key, value in stream.items():
+            name = key.decode()
+            counts = orjson.loads(value)
+            app.totals[name] = merge_counts(app.totals[name], counts)
+            app.per_minute[name] = merge_counts(app.per_minute[name].value(), counts)
+
+    app.on_worker_init.connect(_load_model)
+
+
+def _load_model(app: StreamApp, **kwargs: Any) -> None:
+    """Load the model before the worker consumes anything; a bad model stops it here."""
+    from streamapp.inference import InferenceEngine
+    from streamapp.model.classifier import ModelLoadError, SkuMatchClassifier
+
+    settings = app.settings
+    path = settings.model_dir
+    if settings.uses_demo_model and not (path / "config.json").exists():
+        from streamapp.model.demo import build_demo_model
+
+        log.warning("no model configured and no demo model at %s: building it (about a "
+                    "minute)", path)
+        build_demo_model(path, log=log.info)
+    try:
+        classifier = SkuMatchClassifier.load(path, device=settings.device,
+                                             max_tokens=settings.max_tokens,
+                                             num_threads=settings.torch_threads)
+    except ModelLoadError as exc:
+        print(f"streamapp: cannot start: {exc}", flush=True)
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(2) from None
+    app.model_info = classifier.info
+    app.engine = InferenceEngine(classifier)
+    log.info("model %s version %s loaded from %s on %s (%s)", classifier.info.name,
+             classifier.info.version, path, classifier.info.device, classifier.info.dtype)

@@ -1,0 +1,101 @@
+"""The Faust application: topics, tables and settings wired from `Settings`.
+
+The agents that move records live in `streamapp.agents`, the web view in `streamapp.web`;
+`create_app` puts them together so that `faust -A streamapp worker` finds one `app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import timedelta
+from typing import Any
+
+import faust
+
+from streamapp.settings import Settings, SettingsError
+from streamapp.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+# Per-minute counts are kept for an hour: what the web view charts.
+WINDOW = timedelta(minutes=1)
+WINDOW_EXPIRES = timedelta(hours=1)
+
+
+# Table keys are "<kind>:<name>" strings, values dicts of counters (streamapp.stats).
+_TABLE_SCHEMA = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+
+
+class StreamApp(faust.App):
+    """A Faust app that also carries streamapp's settings, topics, tables, model and stats."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings.app_id, **kwargs)
+        self.settings = settings
+        self.worker_stats = WorkerStats()
+        self.engine: Any = None  # streamapp.inference.InferenceEngine, set at worker init
+        self.model_info: Any = None
+        owned = {"partitions": settings.partitions}  # topics streamapp creates
+        # Raw bytes everywhere: decoding is ours, so a bad record becomes a dead letter,
+        # never a crash inside Faust's deserializer.
+        self.comments_topic = self._raw_topic(settings.comments_topic)
+        # The fan-out hop: valid comments keyed by id, spread over `partitions` partitions
+        # whatever partition count the upstream comment topic has.
+        self.inference_topic = self._raw_topic(f"{settings.app_id}-inference", internal=True,
+                                               **owned)
+        self.stats_topic = self._raw_topic(f"{settings.app_id}-stats", internal=True, **owned)
+        self.results_topic = self._raw_topic(settings.results_topic, **owned)
+        self.dlq_topic = self._raw_topic(settings.dlq_topic, **owned)
+        # Counters per "<kind>:<name>" key (see streamapp.stats): since the start, and per
+        # one-minute window for the last hour.
+        self.totals = self.Table("totals", default=dict, schema=_TABLE_SCHEMA, **owned)
+        self.per_minute = self.Table(
+            "per-minute", default=dict, schema=_TABLE_SCHEMA, **owned
+        ).tumbling(WINDOW, expires=WINDOW_EXPIRES)
+
+    def _raw_topic(self, name: str, **kwargs: Any) -> faust.TopicT:
+        return self.topic(name, key_serializer="raw", value_serializer="raw", **kwargs)
+
+
+def faust_config(settings: Settings) -> dict[str, Any]:
+    store = "memory://" if settings.store == "memory" else "rocksdb://"
+    return {
+        "broker": settings.broker_urls,
+        "store": store,
+        "datadir": str(settings.datadir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": 1,
+        "web_bind": settings.web_bind,
+        "web_port": settings.web_port,
+        "web_host": settings.web_bind if settings.web_bind != "0.0.0.0" else None,
+        # Table contents are served only through /api/stats, never raw.
+        "web_enabled": True,
+        "processing_guarantee": "at_least_once",
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": max(settings.session_timeout_s / 4, 0.5),
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        "table_standby_replicas": 0,
+        "producer_linger_ms": 5,
+    }
+
+
+def create_app(settings: Settings) -> StreamApp:
+    app = StreamApp(settings, **faust_config(settings))
+    logging.getLogger("streamapp").setLevel(settings.log_level.upper())
+    from streamapp import agents, web
+
+    agents.register(app)
+    web.register(app)
+    return app
+
+
+def app_from_env() -> StreamApp:
+    """The app of `faust -A streamapp`: settings from the environment, or a clear exit."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"streamapp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return create_app(settings)

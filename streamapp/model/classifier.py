@@ -1,0 +1,198 @@
+"""Load a local Hugging Face sequence-pair classifier and score (review, SKU name) pairs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+# Room for [CLS] [SEP] [SEP] plus at least a few tokens of each text.
+MIN_TOKENS = 8
+
+
+class ModelLoadError(Exception):
+    """The model directory cannot be used; the message names the path and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"cannot load model from {path}: {problem}")
+        self.path = str(path)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, for logs, metrics and health endpoints."""
+
+    name: str
+    version: str
+    path: str
+    device: str
+    dtype: str
+    loaded_at: float
+
+
+def _resolve_device(path: Path, device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelLoadError(path, f"unknown device {device!r}") from exc
+    if resolved.type == "cpu":
+        return torch.device("cpu")
+    if resolved.type != "cuda":
+        raise ModelLoadError(path, f"unsupported device {device!r}; use auto, cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        raise ModelLoadError(path, f"device {device!r} requested but CUDA is not available")
+    index = resolved.index or 0
+    if index >= torch.cuda.device_count():
+        raise ModelLoadError(
+            path, f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+        )
+    return torch.device("cuda", index)
+
+
+def _weights_file(path: Path) -> Path:
+    for name in WEIGHTS_FILES:
+        candidate = path / name
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(path, f"no safetensors weights ({' or '.join(WEIGHTS_FILES)})")
+
+
+def _sha256_prefix(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def _load_config(path: Path) -> Any:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(path, "config.json is missing")
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(path, f"config.json is unreadable or invalid ({exc})") from exc
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelLoadError(
+            path, f"not a sequence classifier (architectures: {', '.join(architectures)})"
+        )
+    if config.num_labels not in (1, 2):
+        raise ModelLoadError(
+            path, f"num_labels is {config.num_labels}; expected 2 (softmax) or 1 (sigmoid)"
+        )
+    return config
+
+
+class SkuMatchClassifier:
+    """Cross-encoder that scores how likely a review talks about the SKU it is attached to."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: ModelInfo, max_tokens: int) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = next(model.parameters()).device
+        self._sigmoid = model.config.num_labels == 1
+        self.info = info
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "auto",
+        max_tokens: int = 64,
+        num_threads: int | None = None,
+    ) -> SkuMatchClassifier:
+        """Load tokenizer and model from a local directory; raise ModelLoadError if unusable."""
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelLoadError(path, "directory does not exist")
+        if max_tokens < MIN_TOKENS:
+            raise ModelLoadError(path, f"max_tokens must be >= {MIN_TOKENS}, got {max_tokens}")
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        target = _resolve_device(path, device)
+        config = _load_config(path)
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and max_tokens > limit:
+            raise ModelLoadError(
+                path, f"max_tokens {max_tokens} exceeds the model's {limit} positions"
+            )
+        weights = _weights_file(path)
+        # Half precision only pays off (and is only well supported) on GPUs.
+        dtype = torch.float16 if target.type == "cuda" else torch.float32
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
+        except Exception as exc:  # transformers raises many types for a broken tokenizer
+            raise ModelLoadError(path, f"tokenizer is missing or unreadable ({exc})") from exc
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelLoadError(path, "no fast tokenizer (tokenizer.json) available")
+        try:
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                config=config,
+                use_safetensors=True,
+                local_files_only=True,
+                dtype=dtype,
+                output_loading_info=True,
+            )
+        except Exception as exc:  # safetensors/torch/transformers errors vary by corruption
+            raise ModelLoadError(path, f"weights are unreadable ({exc})") from exc
+        # A base model saved without a classification head would load with a random head.
+        missing = loading.get("missing_keys") or []
+        if missing:
+            raise ModelLoadError(
+                path, f"weights lack parameters ({', '.join(sorted(missing)[:5])})"
+            )
+        try:
+            model.to(target)
+        except RuntimeError as exc:
+            raise ModelLoadError(path, f"cannot move the model to {target} ({exc})") from exc
+        model.eval()
+        info = ModelInfo(
+            name=str(getattr(config, "streamapp_model_name", None) or path.resolve().name),
+            version=str(
+                getattr(config, "streamapp_model_version", None) or _sha256_prefix(weights)
+            ),
+            path=str(path),
+            device=str(target),
+            dtype=str(dtype).removeprefix("torch."),
+            loaded_at=time.time(),
+        )
+        return cls(model, tokenizer, info, max_tokens)
+
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        """Match probability (0..1) for each (review, SKU name) pair, in input order."""
+        if len(reviews) != len(sku_names):
+            raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
+        if not reviews:
+            return []
+        # Padding to the longest pair gives the same scores as padding to max_tokens (the
+        # attention mask hides the padding) with less work for short batches.
+        batch = self._tokenizer(
+            list(reviews),
+            list(sku_names),
+            max_length=self.max_tokens,
+            truncation="longest_first",
+            padding="longest",
+            return_tensors="pt",
+        ).to(self._device)
+        with torch.inference_mode():
+            logits = self._model(**batch).logits.float()
+        if self._sigmoid:
+            scores = torch.sigmoid(logits[:, 0])
+        else:
+            scores = torch.softmax(logits, dim=-1)[:, 1]
+        return scores.cpu().tolist()

@@ -1,0 +1,219 @@
+"""Build a small demo SKU-match model from synthetic data, with no model hub involved.
+
+The model is a tiny BERT cross-encoder with a character-level vocabulary, trained from scratch
+on `streamapp.synthetic` reviews in about a minute on two CPU cores. It is for demos, tests and
+load tests; it is not a production model.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from streamapp.model.classifier import SkuMatchClassifier
+from streamapp.synthetic import generate_comments
+
+MODEL_NAME = "streamapp-demo-sku-match"
+MODEL_VERSION = "demo-1"
+MAX_TOKENS = 64
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+CJK_PUNCTUATION = "，。！？、；：“”‘’（）《》【】…—～·「」『』〈〉〔〕．"
+# Test data come from a seed far from the training seed so the two streams differ.
+TEST_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class DemoModelReport:
+    """Where the model went and how it did on held-out synthetic data."""
+
+    path: str
+    train_size: int
+    test_size: int
+    accuracy: float
+    seconds: float
+
+
+def _is_cjk(char: str) -> bool:
+    # The ranges BERT's basic tokenizer splits into single-character tokens.
+    code = ord(char)
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x20000 <= code <= 0x2A6DF
+        or 0xF900 <= code <= 0xFAFF
+    )
+
+
+def build_vocab(texts: Sequence[str]) -> list[str]:
+    """Character vocabulary: specials, corpus characters, ASCII, CJK punctuation.
+
+    Non-CJK characters also get a `##c` continuation entry so WordPiece splits any word made of
+    known characters (e.g. "500ml" -> 5 ##0 ##0 ##m ##l) instead of mapping it to one [UNK].
+    """
+    chars = {c.lower() for text in texts for c in text if not c.isspace()}
+    chars.update(string.ascii_lowercase + string.digits + string.punctuation + CJK_PUNCTUATION)
+    ordered = sorted(chars)
+    continuations = [f"##{c}" for c in ordered if not _is_cjk(c)]
+    return [*SPECIAL_TOKENS, *ordered, *continuations]
+
+
+def _make_tokenizer(vocab_file: Path) -> BertTokenizerFast:
+    # transformers 5 takes the vocab file as `vocab`; CJK characters become single tokens.
+    return BertTokenizerFast(
+        vocab=str(vocab_file),
+        do_lower_case=True,
+        tokenize_chinese_chars=True,
+        model_max_length=MAX_TOKENS,
+    )
+
+
+def _encode(tokenizer: BertTokenizerFast, rows: Sequence[dict[str, object]]) -> dict:
+    return tokenizer(
+        [str(row["reviewBody"]) for row in rows],
+        [str(row["baseSkuName"]) for row in rows],
+        max_length=MAX_TOKENS,
+        truncation="longest_first",
+        padding="longest",
+        return_tensors="pt",
+    )
+
+
+def _train(
+    model: BertForSequenceClassification,
+    tokenizer: BertTokenizerFast,
+    rows: list[dict[str, object]],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    log: Callable[[str], None],
+) -> None:
+    steps = epochs * math.ceil(len(rows) / batch_size)
+    warmup = max(1, steps // 10)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    # Linear warm-up then linear decay: stable for a transformer trained from scratch.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))),
+    )
+    labels = torch.tensor([int(row["label"]) for row in rows])  # type: ignore[call-overload]
+    model.train()
+    started = time.monotonic()
+    for epoch in range(epochs):
+        order = torch.randperm(len(rows)).tolist()
+        total = 0.0
+        for start in range(0, len(rows), batch_size):
+            index = order[start : start + batch_size]
+            batch = _encode(tokenizer, [rows[i] for i in index])
+            loss = model(**batch, labels=labels[index]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(index)
+        log(
+            f"epoch {epoch + 1}/{epochs}: loss {total / len(rows):.4f}, "
+            f"{time.monotonic() - started:.1f}s"
+        )
+    model.eval()
+
+
+def _replace_dir(built: Path, out_dir: Path) -> None:
+    """Move a finished model into place so readers never see a half-written directory."""
+    if not out_dir.exists():
+        built.rename(out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    out_dir.rename(old / out_dir.name)
+    built.rename(out_dir)
+    shutil.rmtree(old)
+
+
+def build_demo_model(
+    out_dir: str | Path,
+    *,
+    train_size: int = 6000,
+    test_size: int = 1000,
+    epochs: int = 6,
+    seed: int = 0,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    log: Callable[[str], None] | None = print,
+) -> DemoModelReport:
+    """Train on synthetic comments, save to `out_dir`, measure accuracy on held-out comments."""
+    emit = log or (lambda _message: None)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    train_rows = list(generate_comments(train_size, seed=seed))
+    test_rows = list(generate_comments(test_size, seed=seed + TEST_SEED_OFFSET))
+    build_dir = Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent)
+    )
+    threads = torch.get_num_threads()
+    try:
+        texts = [str(r[k]) for r in train_rows + test_rows for k in ("reviewBody", "baseSkuName")]
+        vocab = build_vocab(texts)
+        vocab_file = build_dir / "vocab.txt"
+        vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        tokenizer = _make_tokenizer(vocab_file)
+        config = BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=max(1, hidden_size // 32),
+            intermediate_size=hidden_size * 2,
+            max_position_embeddings=128,
+            type_vocab_size=2,
+            num_labels=2,
+            id2label={0: "no_match", 1: "match"},
+            label2id={"no_match": 0, "match": 1},
+            pad_token_id=vocab.index("[PAD]"),
+        )
+        config.streamapp_model_name = MODEL_NAME
+        config.streamapp_model_version = MODEL_VERSION
+        emit(f"training demo model: {len(vocab)} tokens, {train_size} examples, {epochs} epochs")
+        torch.set_num_threads(2)
+        # A private RNG stream: reproducible for a seed, no side effect on the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = BertForSequenceClassification(config)
+            _train(
+                model,
+                tokenizer,
+                train_rows,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                log=emit,
+            )
+        model.save_pretrained(build_dir, safe_serialization=True)
+        tokenizer.save_pretrained(build_dir)
+        _replace_dir(build_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    classifier = SkuMatchClassifier.load(out_dir, device="cpu")
+    scores = classifier.predict(
+        [str(r["reviewBody"]) for r in test_rows], [str(r["baseSkuName"]) for r in test_rows]
+    )
+    labels = [bool(row["label"]) for row in test_rows]
+    hits = sum((score >= 0.5) == label for score, label in zip(scores, labels, strict=True))
+    accuracy = hits / len(test_rows) if test_rows else 0.0
+    seconds = time.monotonic() - started
+    emit(f"saved {out_dir}: held-out accuracy {accuracy:.3f} on {len(test_rows)}, {seconds:.1f}s")
+    return DemoModelReport(str(out_dir), train_size, test_size, accuracy, seconds)

@@ -1,0 +1,257 @@
+"""The message contracts: what arrives on the comment topic and what streamapp writes out.
+
+Comments arrive as the seed's Hive-to-Kafka job writes them: a JSON object (serialize=0) or
+the columns joined by a separator (serialize=1), with no key. `decode_comment` turns raw bytes
+into a validated `Comment` or raises `RejectedRecord` with a stable reason code; nothing else
+escapes it, so one bad record can never stop a batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DATA_TYPE = "COMMENT_LONG_TEXT"
+
+# Column order of the seed's job (its `columns` list), used by delimited records.
+COLUMNS = (
+    "dataType",
+    "baseSkuName",
+    "reviewBody",
+    "categoryFirstName",
+    "categorySecondName",
+    "categoryThirdName",
+    "categoryFourthName",
+    "categoryFifthName",
+)
+CATEGORY_FIELDS = COLUMNS[3:]
+
+InputFormat = Literal["auto", "json", "delimited"]
+
+# C0 control characters other than tab, newline and carriage return: never part of a review,
+# a sign of a broken export.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class Reason:
+    """Stable dead-letter reason codes (clients match on these; never rename one)."""
+
+    EMPTY_VALUE = "empty_value"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    BAD_COLUMN_COUNT = "bad_column_count"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    BLANK_TEXT = "blank_text"
+    CONTROL_CHARACTERS = "control_characters"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_DATA_TYPE = "unsupported_data_type"
+    MODEL_ERROR = "model_error"
+
+
+class RejectedRecord(Exception):
+    """A record that cannot be predicted: `reason` is a stable code, the message is for people."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+
+
+class Comment(BaseModel):
+    """One review attached to one SKU, as the seed's job exports it."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    dataType: str = DATA_TYPE
+    baseSkuName: str = Field(min_length=1)
+    reviewBody: str = Field(min_length=1)
+    categoryFirstName: str = ""
+    categorySecondName: str = ""
+    categoryThirdName: str = ""
+    categoryFourthName: str = ""
+    categoryFifthName: str = ""
+
+    @property
+    def categories(self) -> list[str]:
+        """The category path, top level first, without the empty deeper levels."""
+        path = [getattr(self, f) for f in CATEGORY_FIELDS]
+        while path and not path[-1]:
+            path.pop()
+        return path
+
+    @property
+    def first_category(self) -> str:
+        return self.categoryFirstName or "(none)"
+
+    @property
+    def category_path(self) -> str:
+        return "/".join(self.categories) or "(none)"
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Timing(BaseModel):
+    """Where a comment's time went, in milliseconds (source_ts is the Kafka record timestamp)."""
+
+    source_ts: int | None = Field(description="comment's Kafka timestamp, ms since epoch")
+    queued_ms: float = Field(description="from the comment's timestamp to its batch starting")
+    compute_ms: float = Field(description="tokenize + model for the whole batch")
+    batch_size: int
+    predicted_at: int = Field(description="ms since epoch when the score was known")
+
+
+class SkuMatchResult(BaseModel):
+    """One prediction on the results topic, keyed by the comment id."""
+
+    id: str = Field(description="topic:partition:offset the comment was read from")
+    match: bool
+    score: float = Field(ge=0.0, le=1.0)
+    model: ModelRef
+    baseSkuName: str
+    categories: list[str]
+    categoryPath: str
+    timing: Timing
+
+
+class DeadLetter(BaseModel):
+    """A record streamapp could not predict, with why, and the original bytes."""
+
+    id: str
+    reason: str
+    error: str
+    value: str | None = Field(description="the original value as text (None when empty)")
+    value_base64: bool = Field(False, description="value is base64: the bytes were not UTF-8")
+    source_ts: int | None = None
+    failed_at: int
+
+
+def comment_id(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}:{partition}:{offset}"
+
+
+def original_value(raw: bytes | None) -> tuple[str | None, bool]:
+    """The raw value for a dead letter: text when it is UTF-8, else base64."""
+    if raw is None:
+        return None, False
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), True
+
+
+def _not_an_object(parsed: object) -> RejectedRecord:
+    kind = "null" if parsed is None else type(parsed).__name__
+    return RejectedRecord(
+        Reason.NOT_AN_OBJECT, f"the value is JSON {kind}, not an object with comment fields"
+    )
+
+
+def _parse_fields(text: str, input_format: InputFormat, separator: str) -> dict[str, object]:
+    stripped = text.strip()
+    looks_json = stripped[:1] in ("{", "[")
+    if input_format == "json" or (input_format == "auto" and looks_json):
+        try:
+            parsed = orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
+            raise RejectedRecord(Reason.INVALID_JSON, f"the value is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise _not_an_object(parsed)
+        return parsed
+    if input_format == "auto":
+        # A bare JSON scalar (number, null, true, a quoted string) is not a delimited record.
+        try:
+            parsed = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            raise _not_an_object(parsed)
+    columns = text.rstrip("\r\n").split(separator)
+    if len(columns) != len(COLUMNS):
+        raise RejectedRecord(
+            Reason.BAD_COLUMN_COUNT,
+            f"a delimited record needs {len(COLUMNS)} columns separated by {separator!r} "
+            f"({', '.join(COLUMNS)}), got {len(columns)}",
+        )
+    return dict(zip(COLUMNS, columns, strict=True))
+
+
+def _validation_reason(exc: ValidationError) -> RejectedRecord:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "value"
+    kind = err["type"]
+    if kind == "missing":
+        return RejectedRecord(Reason.MISSING_FIELD, f"the field {field!r} is missing")
+    if kind == "string_too_short":
+        return RejectedRecord(Reason.BLANK_TEXT, f"the field {field!r} is empty")
+    got = type(err.get("input")).__name__
+    return RejectedRecord(Reason.WRONG_TYPE, f"the field {field!r} must be a string, got {got}")
+
+
+def decode_comment(
+    raw: bytes | None,
+    *,
+    input_format: InputFormat = "auto",
+    separator: str = ",",
+    max_review_chars: int = 20_000,
+) -> Comment:
+    """Bytes from the comment topic to a valid Comment, or RejectedRecord saying why not."""
+    if not raw:
+        raise RejectedRecord(Reason.EMPTY_VALUE, "the record has no value")
+    # The size limit comes first so a huge value costs no decoding. UTF-8 takes at most
+    # 4 bytes a character, so this bound never rejects a review within the limit.
+    if len(raw) > 4 * max_review_chars + 4096:
+        raise RejectedRecord(
+            Reason.TOO_LARGE,
+            f"the value is {len(raw)} bytes, over the limit for reviews of "
+            f"{max_review_chars} characters",
+        )
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: a byte-order mark is dropped, not kept in the text
+    except UnicodeDecodeError as exc:
+        raise RejectedRecord(Reason.INVALID_UTF8, f"the value is not UTF-8 text: {exc}") from None
+    if not text.strip():
+        raise RejectedRecord(Reason.EMPTY_VALUE, "the value is blank")
+    fields = _parse_fields(text, input_format, separator)
+    # JSON null in a category means "no such level", as Hive exports write it.
+    for name in CATEGORY_FIELDS:
+        if fields.get(name) is None:
+            fields.pop(name, None)
+    try:
+        comment = Comment.model_validate(fields)
+    except ValidationError as exc:
+        raise _validation_reason(exc) from None
+    if comment.dataType != DATA_TYPE:
+        raise RejectedRecord(
+            Reason.UNSUPPORTED_DATA_TYPE,
+            f"dataType is {comment.dataType!r}; streamapp predicts {DATA_TYPE} records only",
+        )
+    for name in ("reviewBody", "baseSkuName"):
+        value: str = getattr(comment, name)
+        if not value.strip():
+            raise RejectedRecord(Reason.BLANK_TEXT, f"the field {name!r} is blank")
+        if _CONTROL_CHARS.search(value):
+            raise RejectedRecord(
+                Reason.CONTROL_CHARACTERS,
+                f"the field {name!r} holds control characters (NUL or similar)",
+            )
+    if len(comment.reviewBody) > max_review_chars:
+        raise RejectedRecord(
+            Reason.TOO_LARGE,
+            f"reviewBody has {len(comment.reviewBody)} characters, over the limit of "
+            f"{max_review_chars} (STREAMAPP_MAX_REVIEW_CHARS)",
+        )
+    return comment
+
+
+def encode_delimited(comment: dict[str, object], separator: str = ",") -> str:
+    """The delimited form the seed's job writes with serialize=1."""
+    return separator.join(str(comment.get(c) or "") for c in COLUMNS)

@@ -1,0 +1,124 @@
+"""Worker settings, read only from STREAMAPP_* environment variables and validated at start.
+
+Every setting has a default that works on one machine with the embedded broker; a bad value
+stops the worker before it touches Kafka, with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "STREAMAPP_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the worker cannot run with."""
+
+
+class Settings(BaseModel):
+    """All knobs of a worker. The field `batch_size` is read from STREAMAPP_BATCH_SIZE, etc."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker: str = Field("kafka://127.0.0.1:9092", description="bootstrap servers, comma-separated")
+    app_id: str = Field("streamapp", description="Faust app id = Kafka consumer group")
+    comments_topic: str = Field("comments", description="topic the comments arrive on")
+    results_topic: str = Field("sku-matches", description="topic the predictions go to")
+    dlq_topic: str = Field("comments-dlq", description="topic for records that cannot be predicted")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the app creates")
+    model: Path | None = Field(None, description="model directory; unset = the demo model")
+    demo_model_dir: Path = Field(Path("var/models/demo"), description="where the demo model lives")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for the model")
+    batch_size: int = Field(64, ge=1, le=4096, description="most comments in one model batch")
+    batch_wait_ms: int = Field(50, ge=0, le=60_000, description="longest wait to fill a batch")
+    max_tokens: int = Field(64, ge=8, le=512, description="tokenizer max length (seed: 64)")
+    match_threshold: float = Field(0.5, ge=0.0, le=1.0, description="score at or above = match")
+    max_review_chars: int = Field(20_000, ge=1, description="longer reviews are dead-lettered")
+    input_format: Literal["auto", "json", "delimited"] = Field("auto", description="encoding")
+    separator: str = Field(",", min_length=1, description="column separator of delimited records")
+    web_port: int = Field(6066, ge=1, le=65535, description="web view port")
+    web_bind: str = Field("127.0.0.1", description="web view bind address")
+    datadir: Path = Field(Path("var/data"), description="table state (RocksDB)")
+    store: Literal["rocksdb", "memory"] = Field("rocksdb", description="table store")
+    session_timeout_s: float = Field(10.0, gt=0, le=300, description="Kafka group session timeout")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_urls(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts:
+            raise ValueError("needs at least one host:port")
+        for host in hosts:
+            bare = host.split("://", 1)[-1]
+            if ":" not in bare or not bare.rsplit(":", 1)[1].isdigit():
+                raise ValueError(f"{host!r} is not host:port (optionally kafka://host:port)")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        ok = value in ("auto", "cpu", "cuda") or (
+            value.startswith("cuda:") and value[5:].isdigit()
+        )
+        if not ok:
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def broker_urls(self) -> list[str]:
+        """Bootstrap servers as Faust URLs (kafka://host:port)."""
+        hosts = [h.strip() for h in self.broker.split(",") if h.strip()]
+        return [h if "://" in h else f"kafka://{h}" for h in hosts]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.model if self.model is not None else self.demo_model_dir
+
+    @property
+    def uses_demo_model(self) -> bool:
+        return self.model is None
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from its STREAMAPP_* variable; unknown STREAMAPP_* names are errors."""
+        env = os.environ if environ is None else environ
+        values: dict[str, str] = {}
+        for name in cls.model_fields:
+            raw = env.get(cls.env_name(name))
+            if raw is not None and raw.strip() != "":
+                values[name] = raw.strip()
+        known = {cls.env_name(n) for n in cls.model_fields}
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+        problems = [f"{k} is not a streamapp setting" for k in unknown]
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            for err in exc.errors():
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                got = values.get(field)
+                problems.append(f"{cls.env_name(field)}={got!r}: {err['msg']}")
+            settings = None
+        if problems:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+        assert settings is not None
+        return settings
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, description) for every setting: the README table comes from here."""
+        rows = []
+        for name, field in cls.model_fields.items():
+            default = "" if field.default is None else str(field.default)
+            rows.append((cls.env_name(name), default, field.description or ""))
+        return rows

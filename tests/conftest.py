@@ -1,0 +1,98 @@
+"""Fixtures: a tiny real model, a real broker process, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamapp.broker import EmbeddedBroker, free_port
+from streamapp.clients import follow
+from streamapp.model.demo import build_demo_model
+from streamapp.processes import WorkerProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo model, trained for a few seconds through the real build code."""
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    build_demo_model(path, train_size=600, test_size=100, epochs=1, log=None)
+    return path
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(free_port()) as running:
+        yield running
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(broker: EmbeddedBroker, tiny_model: Path,
+                 tmp_path: Path) -> Iterator[StartWorker]:
+    """Start `faust -A streamapp worker` processes on the test broker; all stop at teardown."""
+    workers: list[WorkerProcess] = []
+
+    def start(wait: bool = True, **settings: Any) -> WorkerProcess:
+        n = len(workers)
+        env = {
+            "broker": broker.url,
+            "model": str(tiny_model),
+            "datadir": str(tmp_path / f"data-{n}"),
+            "web_port": str(free_port()),
+            "batch_wait_ms": "20",
+            "torch_threads": "1",
+        }
+        env.update({k: str(v) for k, v in settings.items()})
+        worker = WorkerProcess(env, tmp_path / f"worker-{n}.log").start()
+        workers.append(worker)
+        if wait:
+            worker.wait_ready(timeout=120, topic=f"{env.get('app_id', 'streamapp')}-inference")
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop(timeout=30)
+
+
+Outputs = dict[str, list[tuple[str, dict[str, Any]]]]
+
+
+def collect_outputs(broker_url: str, topics: list[str], expected_ids: set[str],
+                    timeout: float = 90.0, settle: float = 2.0) -> Outputs:
+    """Read `topics` until every expected id has an output (then `settle` more seconds, to
+    catch duplicates) or the timeout passes. Returns id -> [(topic, decoded value)]."""
+
+    seen: Outputs = defaultdict(list)
+    deadline = time.monotonic() + timeout
+    done_at: list[float] = []
+
+    def finished() -> bool:
+        now = time.monotonic()
+        if not done_at and expected_ids <= seen.keys():
+            done_at.append(now)
+        return now > deadline or bool(done_at and now - done_at[0] > settle)
+
+    async def run() -> None:
+        async for record in follow(broker_url, topics, stop=finished):
+            key = record.key.decode() if record.key else ""
+            seen[key].append((record.topic, orjson.loads(record.value)))
+
+    asyncio.run(run())
+    return seen
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)

@@ -69,8 +69,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "web_bind": settings.web_bind,
         "web_port": settings.web_port,
         "web_host": settings.web_bind if settings.web_bind != "0.0.0.0" else None,
-        # Table contents are served only through /api/stats, never raw.
         "web_enabled": True,
+        # Faust's /table/ routes serve raw table contents: off unless asked for.
+        "web_tables_enabled": settings.web_tables,
         "processing_guarantee": "at_least_once",
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": max(settings.session_timeout_s / 4, 0.5),

@@ -44,6 +44,7 @@ class Settings(BaseModel):
     separator: str = Field(",", min_length=1, description="column separator of delimited records")
     web_port: int = Field(6066, ge=1, le=65535, description="web view port")
     web_bind: str = Field("127.0.0.1", description="web view bind address")
+    web_tables: bool = Field(False, description="serve Faust's /table/ routes (table contents)")
     datadir: Path = Field(Path("var/data"), description="table state (RocksDB)")
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="table store")
     session_timeout_s: float = Field(10.0, gt=0, le=300, description="Kafka group session timeout")

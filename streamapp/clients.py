@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
@@ -25,7 +26,11 @@ def bootstrap_servers(broker: str) -> str:
 async def open_producer(broker: str) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), linger_ms=5,
                                 max_batch_size=256 * 1024)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # a failed start leaves a half-open client behind
+        raise
     try:
         yield producer
     finally:
@@ -80,3 +85,28 @@ async def follow(
                 return
     finally:
         await consumer.stop()
+
+
+async def send_batched(producer: AIOKafkaProducer, topic: str,
+                       values: Sequence[bytes]) -> list[asyncio.Future[RecordMetadata]]:
+    """Send keyless values in whole batches, spread round-robin over the topic's partitions.
+
+    For bulk loads: building batches ourselves skips aiokafka's per-message bookkeeping (about
+    ten times the throughput of `send`). Returns the batches' ack futures; await them to know
+    the values are stored.
+    """
+    partitions = sorted(await producer.partitions_for(topic))
+    futures: list[asyncio.Future[RecordMetadata]] = []
+    first = random.randrange(len(partitions))  # calls with few batches still spread evenly
+    i = 0
+    while i < len(values):
+        batch = producer.create_batch()
+        start = i
+        while i < len(values) and batch.append(key=None, value=values[i], timestamp=None):
+            i += 1
+        if i == start:
+            raise ValueError(f"a value of {len(values[i])} bytes does not fit in a batch")
+        batch.close()
+        partition = partitions[(first + len(futures)) % len(partitions)]
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures

@@ -15,6 +15,9 @@ from typing import Any
 
 from streamapp.broker import HOST
 
+# Faust's -l takes its own names.
+FAUST_LOG_LEVELS = {"warning": "warn", "critical": "crit"}
+
 
 class WorkerProcess:
     """`faust -A streamapp worker` with the given STREAMAPP_* settings, output to a log file."""
@@ -33,7 +36,7 @@ class WorkerProcess:
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "faust", "-A", "streamapp", "worker",
-                 "-l", self.log_level],
+                 "-l", FAUST_LOG_LEVELS.get(self.log_level, self.log_level)],
                 env=self.env, stdout=log_file, stderr=subprocess.STDOUT)
         return self
 

@@ -32,9 +32,9 @@ CATEGORY_FIELDS = COLUMNS[3:]
 
 InputFormat = Literal["auto", "json", "delimited"]
 
-# C0 control characters other than tab, newline and carriage return: never part of a review,
-# a sign of a broken export.
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 and C1 control characters other than tab, newline and carriage return: never part of a
+# review or a category name, a sign of a broken export.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class Reason:
@@ -206,9 +206,10 @@ def decode_comment(
     """Bytes from the comment topic to a valid Comment, or RejectedRecord saying why not."""
     if not raw:
         raise RejectedRecord(Reason.EMPTY_VALUE, "the record has no value")
-    # The size limit comes first so a huge value costs no decoding. UTF-8 takes at most
-    # 4 bytes a character, so this bound never rejects a review within the limit.
-    if len(raw) > 4 * max_review_chars + 4096:
+    # The size limit comes first so a huge value costs no decoding. A character takes at most
+    # 12 bytes on the wire (a JSON-escaped surrogate pair, "\\ud83c\\udf4e"), so this bound never
+    # rejects a review within the limit; the exact check follows after parsing.
+    if len(raw) > 12 * max_review_chars + 4096:
         raise RejectedRecord(
             Reason.TOO_LARGE,
             f"the value is {len(raw)} bytes, over the limit for reviews of "
@@ -229,16 +230,16 @@ def decode_comment(
         comment = Comment.model_validate(fields)
     except ValidationError as exc:
         raise _validation_reason(exc) from None
-    if comment.dataType != DATA_TYPE:
+    if comment.dataType not in (DATA_TYPE, ""):
         raise RejectedRecord(
             Reason.UNSUPPORTED_DATA_TYPE,
             f"dataType is {comment.dataType!r}; streamapp predicts {DATA_TYPE} records only",
         )
     for name in ("reviewBody", "baseSkuName"):
-        value: str = getattr(comment, name)
-        if not value.strip():
+        if not getattr(comment, name).strip():
             raise RejectedRecord(Reason.BLANK_TEXT, f"the field {name!r} is blank")
-        if _CONTROL_CHARS.search(value):
+    for name in COLUMNS:
+        if _CONTROL_CHARS.search(getattr(comment, name)):
             raise RejectedRecord(
                 Reason.CONTROL_CHARACTERS,
                 f"the field {name!r} holds control characters (NUL or similar)",
@@ -254,4 +255,5 @@ def decode_comment(
 
 def encode_delimited(comment: dict[str, object], separator: str = ",") -> str:
     """The delimited form the seed's job writes with serialize=1."""
-    return separator.join(str(comment.get(c) or "") for c in COLUMNS)
+    row = {"dataType": DATA_TYPE, **comment}
+    return separator.join(str(row.get(c) or "") for c in COLUMNS)

@@ -57,8 +57,8 @@ class Settings(BaseModel):
         if not hosts:
             raise ValueError("needs at least one host:port")
         for host in hosts:
-            bare = host.split("://", 1)[-1]
-            if ":" not in bare or not bare.rsplit(":", 1)[1].isdigit():
+            name, _, port = host.split("://", 1)[-1].rpartition(":")
+            if not name or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{host!r} is not host:port (optionally kafka://host:port)")
         return value
 

@@ -31,7 +31,7 @@ BROKEN: list[tuple[bytes, str]] = [
     (b"", "empty_value"),
     (b'{"baseSkuName": "cola"}', "missing_field"),
     (b'{"baseSkuName": "cola", "reviewBody": 42}', "wrong_type"),
-    ("COMMENT_LONG_TEXT,only,three".encode(), "bad_column_count"),
+    (b"COMMENT_LONG_TEXT,only,three", "bad_column_count"),
 ]
 
 

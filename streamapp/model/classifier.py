@@ -14,6 +14,11 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+# transformers 5 silently builds an empty tokenizer when none of these is present.
+TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+    "sentencepiece.bpe.model",
+)
 # Room for [CLS] [SEP] [SEP] plus at least a few tokens of each text.
 MIN_TOKENS = 8
 
@@ -95,6 +100,24 @@ def _load_config(path: Path) -> Any:
     return config
 
 
+def _load_tokenizer(path: Path, config: Any) -> Any:
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(path, f"tokenizer is missing (none of {', '.join(TOKENIZER_FILES)})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
+    except Exception as exc:  # transformers raises many types for a broken tokenizer
+        raise ModelLoadError(path, f"tokenizer is unreadable ({exc})") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(path, "no fast tokenizer (tokenizer.json) available")
+    # Ids beyond the embedding table would only fail later, on the first prediction.
+    vocab_size = getattr(config, "vocab_size", None)
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ModelLoadError(
+            path, f"tokenizer has {len(tokenizer)} tokens, the model only {vocab_size}"
+        )
+    return tokenizer
+
+
 class SkuMatchClassifier:
     """Cross-encoder that scores how likely a review talks about the SKU it is attached to."""
 
@@ -133,12 +156,7 @@ class SkuMatchClassifier:
         weights = _weights_file(path)
         # Half precision only pays off (and is only well supported) on GPUs.
         dtype = torch.float16 if target.type == "cuda" else torch.float32
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, use_fast=True)
-        except Exception as exc:  # transformers raises many types for a broken tokenizer
-            raise ModelLoadError(path, f"tokenizer is missing or unreadable ({exc})") from exc
-        if not getattr(tokenizer, "is_fast", False):
-            raise ModelLoadError(path, "no fast tokenizer (tokenizer.json) available")
+        tokenizer = _load_tokenizer(path, config)
         try:
             model, loading = AutoModelForSequenceClassification.from_pretrained(
                 path,

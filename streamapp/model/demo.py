@@ -144,7 +144,7 @@ def build_demo_model(
     *,
     train_size: int = 6000,
     test_size: int = 1000,
-    epochs: int = 6,
+    epochs: int = 8,
     seed: int = 0,
     hidden_size: int = 128,
     num_layers: int = 2,

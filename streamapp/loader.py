@@ -1,0 +1,564 @@
+"""`streamapp load`: the seed's Hive-to-Kafka job (hive2mafka) as a command.
+
+Reads an exported comment table (Parquet, CSV or JSON Lines, gzip or not, one file or a
+directory of part files) in bounded batches, keeps the rows of the job's WHERE clause
+(`dt`, `recall_label='unrecall'`), maps the source columns as its SELECT does, and sends each row
+as a comment (JSON or delimited). Every value sent has passed the worker's own decoder
+(`decode_comment`), so a row the loader accepts is a row the worker predicts; the others go to
+a rejects file with the same reason codes the dead-letter topic uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import datetime as dt_
+import gzip
+import re
+import resource
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from streamapp.records import (
+    CATEGORY_FIELDS,
+    COLUMNS,
+    DATA_TYPE,
+    Reason,
+    RejectedRecord,
+    decode_comment,
+    encode_delimited,
+    original_value,
+)
+
+SourceFormat = Literal["parquet", "csv", "jsonl"]
+OutputFormat = Literal["json", "delimited"]
+
+# The job's SELECT: record field <- source column; `dt` and `recall_label` feed its WHERE.
+DEFAULT_MAPPING: dict[str, str] = {
+    "baseSkuName": "base_sku_name",
+    "reviewBody": "review_body",
+    **{name: f"category{i}_name" for i, name in enumerate(CATEGORY_FIELDS, start=1)},
+    "dt": "dt",
+    "recall_label": "recall_label",
+}
+MAPPABLE = tuple(DEFAULT_MAPPING)
+REQUIRED_FIELDS = ("baseSkuName", "reviewBody")
+
+_EXTENSIONS: dict[str, SourceFormat] = {
+    ".parquet": "parquet", ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARTITION_DIR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+# The error limit is judged once this many rows were checked (and always at the end), so that
+# one bad row among the first few does not stop a large load.
+ERROR_LIMIT_MIN_ROWS = 1000
+
+
+class LoadError(Exception):
+    """The input cannot be loaded at all (missing file or column, unreadable format)."""
+
+
+class ErrorLimitExceeded(Exception):
+    """More rows were rejected than the error limit allows; the load stopped."""
+
+    def __init__(self, report: LoadReport, limit: float) -> None:
+        reasons = ", ".join(f"{r} {n}" for r, n in report.reasons.most_common())
+        super().__init__(
+            f"stopped: {report.rejected} of {report.checked} rows rejected "
+            f"({report.reject_percent:.2f}%), over the error limit of {limit:g}% "
+            f"({reasons}); every reject and its reason is in {report.rejects_path}")
+        self.report = report
+
+
+@dataclass
+class LoadOptions:
+    path: Path
+    topic: str = "comments"
+    dt: str | None = None
+    recall_label: str | None = "unrecall"
+    output_format: OutputFormat = "json"
+    separator: str = ","
+    error_limit: float = 1.0
+    debug_topic: str | None = None
+    debug_count: int = 0
+    dry_run: bool = False
+    mapping: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MAPPING))
+    source_format: SourceFormat | None = None  # None: from the extension or the content
+    csv_delimiter: str = ","
+    rejects_path: Path = Path("rejects.jsonl")
+    batch_rows: int = 10_000
+    max_review_chars: int = 20_000
+
+
+@dataclass
+class LoadReport:
+    files: int = 0
+    read: int = 0
+    filtered: int = 0
+    rejected: int = 0
+    sent: int = 0
+    debug_sent: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    topic: str = ""
+    dry_run: bool = False
+    rejects_path: str = ""
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def checked(self) -> int:
+        """Rows that passed the filters: the base of the error-limit percentage."""
+        return self.read - self.filtered
+
+    @property
+    def reject_percent(self) -> float:
+        return 100.0 * self.rejected / self.checked if self.checked else 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.read / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reasons"] = dict(self.reasons)
+        data["rows_per_second"] = round(self.rows_per_second, 1)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+    def summary(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        text = (f"read {self.read:,} rows from {self.files} file(s): filtered out "
+                f"{self.filtered:,}, {verb} {self.sent:,} to {self.topic}, rejected "
+                f"{self.rejected:,} ({self.reject_percent:.2f}%) in {self.seconds:.1f} s "
+                f"({self.rows_per_second:,.0f} rows/s, peak RSS {self.peak_rss_mb:.0f} MB)")
+        if self.reasons:
+            text += "\n  rejects: " + ", ".join(f"{r} {n}" for r, n in
+                                                self.reasons.most_common())
+            text += f" (see {self.rejects_path})"
+        if self.debug_sent:
+            text += f"\n  a copy of the first {self.debug_sent} on the debug topic"
+        return text
+
+
+# One raw row: its 1-based number in its file and either its source columns or why it could
+# not even be parsed.
+RawRow = tuple[int, dict[str, Any] | RejectedRecord]
+
+
+@dataclass
+class Chunk:
+    file: Path
+    rows: list[RawRow]
+
+
+def parse_mapping(pairs: list[str]) -> dict[str, str]:
+    """`FIELD=COLUMN` overrides on top of the job's mapping."""
+    mapping = dict(DEFAULT_MAPPING)
+    for pair in pairs:
+        name, sep, column = pair.partition("=")
+        if not sep or not column or name not in MAPPABLE:
+            raise LoadError(f"--map {pair!r}: expected FIELD=COLUMN with FIELD one of "
+                            f"{', '.join(MAPPABLE)}")
+        mapping[name] = column
+    return mapping
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def _open_text_source(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def detect_format(path: Path) -> SourceFormat:
+    """From the extension (`.csv.gz` too), else from the content: Hive part files have none."""
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".gzip")]
+    if suffixes and suffixes[-1] in _EXTENSIONS:
+        return _EXTENSIONS[suffixes[-1]]
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    with _open_text_source(path) as fh:
+        start = fh.read(4096).lstrip()
+    if start.startswith(b"{"):
+        return "jsonl"
+    if start:
+        return "csv"
+    raise LoadError(f"{path}: cannot tell its format (empty?); pass --input-format")
+
+
+def list_files(path: Path) -> list[Path]:
+    """The file, or the part files of a directory (sorted; markers like _SUCCESS skipped)."""
+    if not path.exists():
+        raise LoadError(f"{path}: no such file or directory")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        part.startswith((".", "_")) for part in p.relative_to(path).parts) and p.stat().st_size)
+    if not files:
+        raise LoadError(f"{path}: no data files in the directory")
+    return files
+
+
+def partition_values(path: Path) -> dict[str, str]:
+    """Hive partition directories (`.../dt=20240101/part-0`) give columns a file lacks."""
+    values = {}
+    for part in path.parent.parts:
+        match = _PARTITION_DIR.match(part)
+        if match:
+            values[match.group(1)] = match.group(2)
+    return values
+
+
+def _check_columns(path: Path, columns: list[str], options: LoadOptions,
+                   partitions: Mapping[str, str]) -> list[str]:
+    """The source columns to read; the load stops when a needed one is missing."""
+    mapping = options.mapping
+    needed = [mapping[f] for f in REQUIRED_FIELDS]
+    if options.dt is not None:
+        needed.append(mapping["dt"])
+    if options.recall_label:
+        needed.append(mapping["recall_label"])
+    missing = [c for c in needed if c not in columns and c not in partitions]
+    if missing:
+        hint = (" (pass --recall-label '' to load every label)"
+                if mapping["recall_label"] in missing else "")
+        raise LoadError(f"{path}: no column {', '.join(map(repr, missing))} among "
+                        f"{', '.join(columns)}; map other names with --map FIELD=COLUMN{hint}")
+    return [c for c in dict.fromkeys(mapping.values()) if c in columns]
+
+
+def _read_parquet(path: Path, options: LoadOptions,
+                  partitions: Mapping[str, str]) -> Iterator[list[RawRow]]:
+    source = pq.ParquetFile(path)
+    columns = _check_columns(path, source.schema_arrow.names, options, partitions)
+    number = 0
+    for batch in source.iter_batches(batch_size=options.batch_rows, columns=columns):
+        rows = batch.to_pylist()
+        yield [(number + i + 1, row) for i, row in enumerate(rows)]
+        number += len(rows)
+
+
+def _read_csv(path: Path, options: LoadOptions,
+              partitions: Mapping[str, str]) -> Iterator[list[RawRow]]:
+    with _open_text_source(path) as fh:
+        header_line = fh.readline().decode("utf-8-sig", errors="replace")
+    header = next(csv.reader([header_line], delimiter=options.csv_delimiter), [])
+    columns = _check_columns(path, header, options, partitions)
+    bad_rows: list[RawRow] = []
+
+    def invalid_row(row: pa_csv.InvalidRow) -> str:
+        # A row with the wrong number of cells is rejected alone; the file goes on.
+        bad_rows.append((row.number or 0, RejectedRecord(
+            Reason.BAD_COLUMN_COUNT,
+            f"the CSV row has {row.actual_columns} cells, the header {row.expected_columns}")))
+        return "skip"
+
+    # Binary cells: a cell that is not UTF-8 rejects its row, not the whole file.
+    reader = pa_csv.open_csv(
+        pa.input_stream(str(path), compression="gzip" if _is_gzip(path) else None),
+        read_options=pa_csv.ReadOptions(block_size=4 << 20, use_threads=False),
+        parse_options=pa_csv.ParseOptions(delimiter=options.csv_delimiter,
+                                          newlines_in_values=True,
+                                          invalid_row_handler=invalid_row),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=columns, column_types={c: pa.binary() for c in columns},
+            strings_can_be_null=False, quoted_strings_can_be_null=False))
+    number = 0
+    try:
+        for batch in reader:
+            rows: list[RawRow] = list(bad_rows)
+            bad_rows.clear()
+            for row in batch.to_pylist():
+                number += 1
+                rows.append((number, row))
+            yield rows
+    except pa.ArrowInvalid as exc:
+        raise LoadError(f"{path}: not a readable CSV file after row {number}: {exc}") from None
+    if bad_rows:
+        yield list(bad_rows)
+
+
+def _parse_json_line(line: bytes) -> dict[str, Any] | RejectedRecord:
+    try:
+        parsed = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as utf8_error:
+            return RejectedRecord(Reason.INVALID_UTF8, f"the line is not UTF-8: {utf8_error}")
+        return RejectedRecord(Reason.INVALID_JSON, f"the line is not JSON: {exc}")
+    if not isinstance(parsed, dict):
+        return RejectedRecord(Reason.NOT_AN_OBJECT,
+                              f"the line is JSON {type(parsed).__name__}, not an object")
+    return parsed
+
+
+def _read_jsonl(path: Path, options: LoadOptions,
+                partitions: Mapping[str, str]) -> Iterator[list[RawRow]]:
+    with _open_text_source(path) as fh:
+        rows: list[RawRow] = []
+        checked = False
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            row = _parse_json_line(line)
+            if not checked and isinstance(row, dict):
+                # JSON lines have no header: the first object's keys stand for it, so that a
+                # file without the filter columns stops here instead of all being filtered out.
+                _check_columns(path, list(row), options, partitions)
+                checked = True
+            rows.append((number, row))
+            if len(rows) >= options.batch_rows:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
+
+
+_READERS: dict[SourceFormat, Callable[[Path, LoadOptions, Mapping[str, str]],
+                                      Iterator[list[RawRow]]]] = {
+    "parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl,
+}
+
+
+def read_chunks(options: LoadOptions) -> Iterator[Chunk]:
+    """Every raw row of every file, a bounded batch at a time."""
+    for path in list_files(options.path):
+        fmt = options.source_format or detect_format(path)
+        partitions = partition_values(path)
+        try:
+            for rows in _READERS[fmt](path, options, partitions):
+                yield Chunk(path, rows)
+        except (pa.ArrowInvalid, OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise LoadError(f"{path}: cannot read it as {fmt}: {exc}") from None
+
+
+def total_rows(options: LoadOptions) -> int | None:
+    """Known up front for Parquet only (from the footers); None otherwise."""
+    files = list_files(options.path)
+    if any((options.source_format or detect_format(p)) != "parquet" for p in files):
+        return None
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+
+
+def _partition_text(value: object) -> str:
+    """`dt` as Hive writes it (YYYYMMDD), whether the export typed it as text, int or date."""
+    if isinstance(value, dt_.date):
+        return value.strftime("%Y%m%d")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _text(value: object, column: str) -> object:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RejectedRecord(Reason.INVALID_UTF8,
+                                 f"the column {column!r} is not UTF-8: {exc}") from None
+    return value
+
+
+class RowEncoder:
+    """Source row -> the bytes the job would send, checked by the worker's own decoder."""
+
+    def __init__(self, options: LoadOptions) -> None:
+        self.options = options
+        self.fields = [(name, options.mapping[name]) for name in COLUMNS[1:]]
+
+    def keep(self, row: Mapping[str, Any], partitions: Mapping[str, str]) -> bool:
+        """The job's WHERE clause."""
+        mapping, options = self.options.mapping, self.options
+        if options.dt is not None:
+            value = row.get(mapping["dt"], partitions.get(mapping["dt"]))
+            if value is None or _partition_text(value) != options.dt:
+                return False
+        if options.recall_label:
+            value = row.get(mapping["recall_label"], partitions.get(mapping["recall_label"]))
+            if value is None or _partition_text(value) != options.recall_label:
+                return False
+        return True
+
+    def encode(self, row: Mapping[str, Any]) -> bytes:
+        """The comment's bytes; RejectedRecord (with the worker's reason code) when invalid."""
+        record: dict[str, object] = {"dataType": DATA_TYPE}
+        for name, column in self.fields:
+            value = row.get(column)
+            if value.__class__ is not str:  # the common case first: this runs per cell
+                if value is None:
+                    if name in CATEGORY_FIELDS:
+                        record[name] = ""  # NULL: no such level, as the worker reads it
+                    continue
+                value = _text(value, column)
+            record[name] = value
+        options = self.options
+        # JSON is checked first even for delimited output: it keeps the types, which
+        # joining columns into text would hide (42 would become "42").
+        value_json = orjson.dumps(record)
+        decode_comment(value_json, input_format="json",
+                       max_review_chars=options.max_review_chars)
+        if options.output_format == "json":
+            return value_json
+        value_text = encode_delimited(record, options.separator).encode()
+        # A separator or a line break inside a field would shift the columns.
+        decode_comment(value_text, input_format="delimited", separator=options.separator,
+                       max_review_chars=options.max_review_chars)
+        return value_text
+
+
+class RejectsFile:
+    """JSON lines: file, row number, reason code, message and the source columns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fh = open(path, "wb")  # noqa: SIM115 -- closed by close()
+
+    def write(self, file: Path, number: int, rejected: RejectedRecord,
+              row: Mapping[str, Any] | None) -> None:
+        source = None if row is None else {k: _jsonable(v) for k, v in row.items()}
+        self.fh.write(orjson.dumps({"file": str(file), "row": number, "reason": rejected.reason,
+                                    "error": rejected.error, "source": source}) + b"\n")
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        text, is_base64 = original_value(value)
+        return {"base64": text} if is_base64 else text
+    if isinstance(value, dt_.date | dt_.datetime):
+        return value.isoformat()
+    return value
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Progress:
+    """A tqdm bar on stderr (rows, rows/s); nothing when off."""
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=" rows", unit_scale=True, smoothing=0.1,
+                            dynamic_ncols=True, desc="load")
+
+    def update(self, report: LoadReport, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.update(rows)
+            self.bar.set_postfix(sent=report.sent, rejected=report.rejected, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_chunk(chunk: Chunk, encoder: RowEncoder, partitions: Mapping[str, str],
+                 report: LoadReport, rejects: RejectsFile) -> list[bytes]:
+    """The values to send from one chunk; counts the filtered rows and writes the rejects."""
+    values: list[bytes] = []
+    for number, row in chunk.rows:
+        report.read += 1
+        if isinstance(row, RejectedRecord):
+            # Unparsable: there are no columns to filter on, so it counts as a reject.
+            rejected, source = row, None
+        elif not encoder.keep(row, partitions):
+            report.filtered += 1
+            continue
+        else:
+            try:
+                values.append(encoder.encode(row))
+                continue
+            except RejectedRecord as exc:
+                rejected, source = exc, row
+        report.rejected += 1
+        report.reasons[rejected.reason] += 1
+        rejects.write(chunk.file, number, rejected, source)
+    return values
+
+
+def _checked_chunks(options: LoadOptions, report: LoadReport,
+                    rejects: RejectsFile) -> Iterator[tuple[list[bytes], int]]:
+    """(values to send, rows read) a chunk at a time."""
+    encoder = RowEncoder(options)
+    partitions_by_file: dict[Path, dict[str, str]] = {}
+    for chunk in read_chunks(options):
+        partitions = partitions_by_file.get(chunk.file)
+        if partitions is None:
+            partitions = partitions_by_file[chunk.file] = partition_values(chunk.file)
+        yield _check_chunk(chunk, encoder, partitions, report, rejects), len(chunk.rows)
+
+
+async def _load(options: LoadOptions, broker: str, report: LoadReport,
+                progress: Progress) -> None:
+    from streamapp.clients import open_producer, send_batched
+
+    pending: list[asyncio.Future[Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        rejects = RejectsFile(options.rejects_path)
+        stack.callback(rejects.close)
+        producer = None
+        if not options.dry_run:
+            producer = await stack.enter_async_context(open_producer(broker))
+        chunks = _checked_chunks(options, report, rejects)
+        while True:
+            # Reading and checking run in a thread so that the producer keeps writing the
+            # previous chunk to the broker meanwhile (pyarrow and the sockets release the GIL).
+            item = await asyncio.to_thread(next, chunks, None)
+            if item is None:
+                break
+            values, rows = item
+            if producer is not None and values:
+                debug = options.debug_count - report.debug_sent
+                if options.debug_topic and debug > 0:
+                    pending += await send_batched(producer, options.debug_topic, values[:debug])
+                    report.debug_sent += min(debug, len(values))
+                futures = await send_batched(producer, options.topic, values)
+                # Bounded memory: at most two chunks in flight.
+                await asyncio.gather(*pending)
+                pending = futures
+            report.sent += len(values)
+            progress.update(report, rows)
+            if report.checked >= ERROR_LIMIT_MIN_ROWS and \
+                    report.reject_percent > options.error_limit:
+                raise ErrorLimitExceeded(report, options.error_limit)
+        await asyncio.gather(*pending)
+        if report.reject_percent > options.error_limit:
+            raise ErrorLimitExceeded(report, options.error_limit)
+
+
+def load(options: LoadOptions, broker: str, *, progress: bool = False) -> LoadReport:
+    """Run the load; ErrorLimitExceeded or LoadError stop it (the report rides on the first)."""
+    report = LoadReport(files=len(list_files(options.path)), topic=options.topic,
+                        dry_run=options.dry_run, rejects_path=str(options.rejects_path))
+    started = time.monotonic()
+    bar = Progress(progress, total_rows(options) if progress else None)
+    try:
+        asyncio.run(_load(options, broker, report, bar))
+    finally:
+        bar.close()
+        report.seconds = time.monotonic() - started
+        report.peak_rss_mb = peak_rss_mb()
+    return report

@@ -1,0 +1,345 @@
+"""Tests for the inference engine (off-loop model calls, failure isolation) and the counters."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from streamapp.inference import InferenceEngine, ModelFailure, Outcome, PairScorer
+from streamapp.stats import (
+    CATEGORY,
+    PATH,
+    BatchTally,
+    WorkerStats,
+    merge_counts,
+    split_key,
+    stats_key,
+)
+
+POISON = "☠ poison"
+
+
+def expected_score(review: str, sku: str) -> float:
+    """What TextScorer gives: depends on both texts, so misaligned pairs would show."""
+    return (sum(map(ord, review)) * 7 + sum(map(ord, sku))) % 101 / 100
+
+
+class TextScorer:
+    """Deterministic scorer; records every batch it sees and the thread it ran on."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.threads: set[int] = set()
+        self.thread_names: set[str] = set()
+
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        assert len(reviews) == len(sku_names)
+        self.batches.append(list(reviews))
+        self.threads.add(threading.get_ident())
+        self.thread_names.add(threading.current_thread().name)
+        return [expected_score(r, s) for r, s in zip(reviews, sku_names, strict=True)]
+
+
+class PoisonScorer(TextScorer):
+    """Raises on any batch holding a poison review, like a model hitting a bad input."""
+
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        scores = super().predict(reviews, sku_names)
+        if any(POISON in r for r in reviews):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return scores
+
+
+class AlwaysFails(TextScorer):
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        super().predict(reviews, sku_names)
+        raise MemoryError("model exploded")
+
+
+class OneScoreTooMany(TextScorer):
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        return [*super().predict(reviews, sku_names), 0.5]
+
+
+class BadValueScorer(TextScorer):
+    """Returns `bad` for the review "bad", real scores for the rest."""
+
+    def __init__(self, bad: float) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        scores = super().predict(reviews, sku_names)
+        return [self.bad if r == "bad" else s for r, s in zip(reviews, scores, strict=True)]
+
+
+class SlowScorer(TextScorer):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        time.sleep(self.seconds)  # blocks whatever thread it runs on, as a model would
+        return super().predict(reviews, sku_names)
+
+
+def run_scores(scorer: PairScorer, reviews: Sequence[str], skus: Sequence[str]) -> list[Outcome]:
+    engine = InferenceEngine(scorer)
+    try:
+        return asyncio.run(engine.score(reviews, skus))
+    finally:
+        engine.close()
+
+
+def pairs(n: int) -> tuple[list[str], list[str]]:
+    reviews = [f"评论 {i}：苹果很甜" for i in range(n)]
+    skus = [f"红富士苹果 {i}斤装" for i in range(n)]
+    return reviews, skus
+
+
+# --- results and failure isolation ------------------------------------------------------
+
+
+def test_scores_come_back_in_order_in_one_call() -> None:
+    reviews, skus = pairs(10)
+    scorer = TextScorer()
+    outcomes = run_scores(scorer, reviews, skus)
+    assert outcomes == [expected_score(r, s) for r, s in zip(reviews, skus, strict=True)]
+    assert len(set(outcomes)) > 1, "the test scorer must tell records apart"
+    assert scorer.batches == [reviews]
+
+
+def test_empty_input_never_calls_the_model() -> None:
+    scorer = TextScorer()
+    assert run_scores(scorer, [], []) == []
+    assert scorer.batches == []
+
+
+@pytest.mark.parametrize(("n", "poisoned"), [(8, {5}), (13, {0}), (13, {12}), (1, {0}),
+                                             (16, {3, 4, 11}), (7, {0, 1, 2, 3, 4, 5, 6})])
+def test_poison_records_are_isolated(n: int, poisoned: set[int]) -> None:
+    reviews, skus = pairs(n)
+    for i in poisoned:
+        reviews[i] = f"{POISON} {i}"
+    scorer = PoisonScorer()
+    outcomes = run_scores(scorer, reviews, skus)
+    assert len(outcomes) == n
+    for i, (outcome, review, sku) in enumerate(zip(outcomes, reviews, skus, strict=True)):
+        if i in poisoned:
+            assert outcome == ModelFailure("RuntimeError: CUDA error: device-side assert triggered")
+        else:
+            assert outcome == expected_score(review, sku), i
+    # Every record the model saw was scored at most once in a batch that succeeded.
+    scored = [r for batch in scorer.batches if not any(POISON in x for x in batch) for r in batch]
+    assert sorted(scored) == sorted(r for i, r in enumerate(reviews) if i not in poisoned)
+
+
+def test_one_poison_record_costs_about_two_log2_n_extra_calls() -> None:
+    n = 64
+    reviews, skus = pairs(n)
+    reviews[37] = POISON
+    scorer = PoisonScorer()
+    outcomes = run_scores(scorer, reviews, skus)
+    assert [i for i, o in enumerate(outcomes) if isinstance(o, ModelFailure)] == [37]
+    assert len(scorer.batches) <= 1 + 2 * math.ceil(math.log2(n))
+
+
+def test_always_failing_model_gives_a_failure_per_record_and_never_raises() -> None:
+    reviews, skus = pairs(9)
+    outcomes = run_scores(AlwaysFails(), reviews, skus)
+    assert outcomes == [ModelFailure("MemoryError: model exploded")] * 9
+
+
+def test_wrong_number_of_scores_is_a_failure() -> None:
+    reviews, skus = pairs(4)
+    outcomes = run_scores(OneScoreTooMany(), reviews, skus)
+    assert len(outcomes) == 4
+    for outcome in outcomes:
+        assert isinstance(outcome, ModelFailure)
+        assert "returned 2 scores for 1 inputs" in outcome.error
+
+
+@pytest.mark.parametrize("bad", [math.nan, 1.5, -0.01, math.inf, -math.inf])
+def test_score_outside_zero_to_one_is_a_failure_of_that_record_only(bad: float) -> None:
+    reviews, skus = pairs(6)
+    reviews[2] = "bad"
+    outcomes = run_scores(BadValueScorer(bad), reviews, skus)
+    failure = outcomes[2]
+    assert isinstance(failure, ModelFailure)
+    assert failure.error.startswith("ValueError:")
+    assert "outside 0..1" in failure.error
+    for i in (0, 1, 3, 4, 5):
+        assert outcomes[i] == expected_score(reviews[i], skus[i])
+
+
+@pytest.mark.parametrize("edge", [0.0, 1.0])
+def test_scores_of_exactly_zero_and_one_are_fine(edge: float) -> None:
+    reviews, skus = pairs(3)
+    reviews[1] = "bad"
+    assert run_scores(BadValueScorer(edge), reviews, skus)[1] == edge
+
+
+# --- the model runs off the event loop --------------------------------------------------
+
+
+def test_model_runs_on_one_dedicated_thread_not_the_loop() -> None:
+    scorer = PoisonScorer()
+    reviews, skus = pairs(8)
+    reviews[3] = POISON  # bisecting makes several calls: all must be on the same thread
+    engine = InferenceEngine(scorer)
+
+    async def main() -> int:
+        await engine.score(reviews, skus)
+        await engine.score(*pairs(2))
+        return threading.get_ident()
+
+    try:
+        loop_thread = asyncio.run(main())
+    finally:
+        engine.close()
+    assert len(scorer.batches) > 3
+    assert len(scorer.threads) == 1
+    assert loop_thread not in scorer.threads
+    assert threading.get_ident() not in scorer.threads
+    (name,) = scorer.thread_names
+    assert name.startswith("streamapp-model")
+
+
+def test_event_loop_stays_responsive_while_the_model_computes() -> None:
+    scorer = SlowScorer(0.3)
+    engine = InferenceEngine(scorer)
+
+    async def main() -> tuple[list[Outcome], int, float]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        outcomes = await engine.score(*pairs(3))
+        elapsed = time.monotonic() - started
+        stop.set()
+        await task
+        return outcomes, ticks, elapsed
+
+    try:
+        outcomes, ticks, elapsed = asyncio.run(main())
+    finally:
+        engine.close()
+    assert len(outcomes) == 3 and not any(isinstance(o, ModelFailure) for o in outcomes)
+    assert elapsed >= 0.3
+    # About 30 ticks fit in 0.3 s; a model blocking the loop would allow at most one.
+    assert ticks >= 10
+
+
+# --- the real model ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_model_through_the_engine(tiny_model: Path) -> None:
+    from streamapp.model.classifier import SkuMatchClassifier
+    from streamapp.synthetic import generate_comments
+
+    classifier = SkuMatchClassifier.load(tiny_model, device="cpu")
+    rows = list(generate_comments(24, seed=11))
+    reviews = [str(r["reviewBody"]) for r in rows]
+    skus = [str(r["baseSkuName"]) for r in rows]
+    direct = classifier.predict(reviews, skus)
+    outcomes = run_scores(classifier, reviews, skus)
+    assert all(isinstance(o, float) and 0.0 <= o <= 1.0 for o in outcomes)
+    assert outcomes == pytest.approx(direct, abs=1e-6)
+
+    class PoisonedClassifier:
+        """The real model, failing on one review as a model bug would."""
+
+        def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+            if reviews_poisoned[5] in reviews:
+                raise RuntimeError("poisoned")
+            return classifier.predict(reviews, sku_names)
+
+    reviews_poisoned = [*reviews]
+    reviews_poisoned[5] = "坏数据" * 50
+    outcomes = run_scores(PoisonedClassifier(), reviews_poisoned, skus)
+    assert outcomes[5] == ModelFailure("RuntimeError: poisoned")
+    others = [o for i, o in enumerate(outcomes) if i != 5]
+    # Smaller batches pad differently; the attention mask keeps the scores the same.
+    assert others == pytest.approx([d for i, d in enumerate(direct) if i != 5], abs=1e-4)
+
+
+# --- counters ---------------------------------------------------------------------------
+
+
+def test_stats_keys() -> None:
+    assert stats_key(CATEGORY, "生鲜") == "category:生鲜"
+    assert split_key("path:生鲜/水果") == ("path", "生鲜/水果")
+    assert split_key(stats_key(PATH, "a:b")) == (PATH, "a:b")
+
+
+def test_batch_tally() -> None:
+    tally = BatchTally()
+    tally.add("生鲜", "生鲜/水果", predicted=True, matched=True)
+    tally.add("生鲜", "生鲜/蔬菜", predicted=True, matched=False)
+    tally.add("生鲜", "生鲜/水果", predicted=False, matched=False)
+    tally.add("(none)", "(none)", predicted=True, matched=True)
+    assert dict(tally.items()) == {
+        "category:生鲜": {"seen": 3, "predicted": 2, "matched": 1, "failed": 1},
+        "path:生鲜/水果": {"seen": 2, "predicted": 1, "matched": 1, "failed": 1},
+        "path:生鲜/蔬菜": {"seen": 1, "predicted": 1},
+        "category:(none)": {"seen": 1, "predicted": 1, "matched": 1},
+        "path:(none)": {"seen": 1, "predicted": 1, "matched": 1},
+    }
+    assert BatchTally().items() == []
+
+
+def test_merge_counts() -> None:
+    delta = {"seen": 2, "matched": 1}
+    assert merge_counts(None, delta) == {"seen": 2, "matched": 1}
+    current = {"seen": 5, "failed": 1}
+    merged = merge_counts(current, delta)
+    assert merged == {"seen": 7, "failed": 1, "matched": 1}
+    assert current == {"seen": 5, "failed": 1}, "the stored value must not be changed in place"
+    assert delta == {"seen": 2, "matched": 1}
+    assert merge_counts({}, {}) == {}
+
+
+def test_worker_stats_snapshot() -> None:
+    empty = WorkerStats().snapshot()
+    assert empty["batches"] == 0
+    assert empty["mean_batch_size"] == 0.0
+    assert empty["records_per_second"] == 0.0
+
+    stats = WorkerStats()
+    stats.on_batch(10, predicted=9, compute_seconds=0.5)
+    stats.on_batch(30, predicted=30, compute_seconds=0.25)
+    stats.on_dead_letter()
+    snap = stats.snapshot()
+    assert snap["batches"] == 2
+    assert snap["records"] == 40
+    assert snap["predicted"] == 39
+    assert snap["dead_letters"] == 1
+    assert snap["mean_batch_size"] == 20.0
+    assert snap["max_batch_size"] == 30
+    assert snap["model_seconds"] == 0.75
+    # Both batches finished just now: the rate is spread over at least one second.
+    assert snap["records_per_second"] == 40.0
+    assert 0 <= snap["uptime_s"] < 5
+
+
+def test_worker_stats_rate_window() -> None:
+    stats = WorkerStats()
+    now = time.monotonic()
+    stats.recent.extend([(now - 120, 1000), (now - 10, 50), (now, 50)])
+    assert stats.records_per_second(window=60) == pytest.approx(10.0, rel=0.05)
+    assert len(stats.recent) == 2, "batches older than the window are dropped"
+    assert stats.records_per_second(window=5) == pytest.approx(50.0, rel=0.05)

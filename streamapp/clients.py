@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord, RecordMetadata
+from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 
 
 def bootstrap_servers(broker: str) -> str:
@@ -23,9 +26,11 @@ def bootstrap_servers(broker: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_producer(broker: str) -> AsyncIterator[AIOKafkaProducer]:
+async def open_producer(broker: str, *, max_batch_size: int = 256 * 1024,
+                        max_request_size: int = 1024 * 1024) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), linger_ms=5,
-                                max_batch_size=256 * 1024)
+                                max_batch_size=max_batch_size,
+                                max_request_size=max_request_size)
     try:
         await producer.start()
     except BaseException:
@@ -110,3 +115,110 @@ async def send_batched(producer: AIOKafkaProducer, topic: str,
         partition = partitions[(first + len(futures)) % len(partitions)]
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
+
+
+def comment_value(*, sku: str | None = None, review: str | None = None,
+                  categories: Sequence[str] = (), text: str | None = None,
+                  output_format: str = "json", separator: str = ",",
+                  check: bool = True, max_review_chars: int = 20_000) -> bytes:
+    """One comment's bytes, from fields (`sku`, `review`, `categories`) or from `text` (JSON or
+    delimited, as it would sit on the topic). Checked with the worker's own decoder unless
+    `check` is off (to send a broken record on purpose); raises RejectedRecord."""
+    from streamapp.records import CATEGORY_FIELDS, DATA_TYPE, decode_comment, encode_delimited
+
+    if text is None:
+        if len(categories) > len(CATEGORY_FIELDS):
+            raise ValueError(f"at most {len(CATEGORY_FIELDS)} category levels")
+        record: dict[str, object] = {"dataType": DATA_TYPE, "baseSkuName": sku or "",
+                                     "reviewBody": review or ""}
+        record.update(itertools.zip_longest(CATEGORY_FIELDS, categories, fillvalue=""))
+        raw = (orjson.dumps(record) if output_format == "json"
+               else encode_delimited(record, separator).encode())
+    else:
+        raw = text.strip().encode()
+    if check:
+        decode_comment(raw, separator=separator, max_review_chars=max_review_chars)
+    return raw
+
+
+def wanted(value: dict[str, Any], *, category: str | None = None,
+           match: bool | None = None) -> bool:
+    """Filters of `streamapp tail`. A category matches any level of the path, or a path prefix
+    (`生鲜/水果`); dead letters have neither a category nor a match, so a filter drops them."""
+    if category is not None:
+        path = value.get("categories")
+        if not isinstance(path, list):
+            return False
+        if "/" in category:
+            prefix = category.strip("/").split("/")
+            if path[:len(prefix)] != prefix:
+                return False
+        elif category not in path:
+            return False
+    return match is None or value.get("match") is match
+
+
+def format_output(value: dict[str, Any], *, color: bool = False) -> str:
+    """One result or dead letter as a line for a terminal."""
+    def paint(text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+    if "reason" in value:
+        return (paint("DEAD LETTER", "31") + f" {value['reason']}: {str(value['error'])[:80]} "
+                f"[{value['id']}]")
+    mark = paint("MATCH   ", "32") if value["match"] else paint("no match", "33")
+    return (f"{mark} {value['score']:.2f}  {value['baseSkuName'][:28]:<28} "
+            f"{value['categoryPath'][:32]:<32} [{value['id']}]")
+
+
+async def _assign_new(consumer: AIOKafkaConsumer, topics: Sequence[str],
+                      known: dict[TopicPartition, int], *, at_end: bool) -> None:
+    """Add the partitions of `topics` not in `known` yet, at their current end (`at_end`) or at
+    0 (a partition that appeared after the comment was sent: everything on it is new)."""
+    await consumer.topics()  # refreshes the metadata
+    fresh = [TopicPartition(topic, p) for topic in topics
+             for p in sorted(consumer.partitions_for_topic(topic) or ())
+             if TopicPartition(topic, p) not in known]
+    if not fresh:
+        return
+    # Reassigning forgets the positions: keep those of the partitions already read.
+    positions = {tp: await consumer.position(tp) for tp in known}
+    known.update(await consumer.end_offsets(fresh) if at_end else dict.fromkeys(fresh, 0))
+    consumer.assign(list(known))
+    for tp, offset in {**known, **positions}.items():
+        consumer.seek(tp, offset)
+
+
+async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Sequence[str],
+              timeout: float) -> tuple[str, ConsumerRecord[bytes, bytes] | None]:
+    """Send one comment and wait for the record keyed by its id on `output_topics`.
+
+    The output topics' ends are noted before sending, so only what comes after is read.
+    Returns (comment id, the output record or None after `timeout` seconds).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker), group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        positions: dict[TopicPartition, int] = {}
+        await _assign_new(consumer, output_topics, positions, at_end=True)
+        [metadata] = await produce(broker, comments_topic, [value])
+        record_id = f"{metadata.topic}:{metadata.partition}:{metadata.offset}"
+        key = record_id.encode()
+        deadline = time.monotonic() + timeout
+        next_refresh = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if positions:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        if record.key == key:
+                            return record_id, record
+            else:
+                await asyncio.sleep(0.2)
+            if time.monotonic() > next_refresh:  # a worker may create the topics meanwhile
+                await _assign_new(consumer, output_topics, positions, at_end=False)
+                next_refresh = time.monotonic() + 1.0
+        return record_id, None
+    finally:
+        await consumer.stop()

@@ -142,9 +142,9 @@ def _replace_dir(built: Path, out_dir: Path) -> None:
 def build_demo_model(
     out_dir: str | Path,
     *,
-    train_size: int = 6000,
+    train_size: int = 16000,
     test_size: int = 1000,
-    epochs: int = 8,
+    epochs: int = 3,
     seed: int = 0,
     hidden_size: int = 128,
     num_layers: int = 2,

@@ -97,9 +97,15 @@ def _decode_inference(event: EventT) -> tuple[str, int | None, Comment]:
     return payload["id"], payload.get("ts"), Comment.model_validate(payload["comment"])
 
 
+def _request(comment: Comment) -> dict[str, Any]:
+    """The seed's reqDict: the comment's fields, and the review text as `input`."""
+    return {**comment.model_dump(), "input": comment.reviewBody}
+
+
 async def infer_batch(app: StreamApp, events: Sequence[EventT]) -> None:
     """Score one micro-batch and produce a result or dead letter for every record in it."""
     started = time.time()
+    model = app.models.current  # one version for the whole batch, even across a hot swap
     items: list[tuple[str, int | None, Comment]] = []
     for event in events:
         try:
@@ -110,27 +116,26 @@ async def infer_batch(app: StreamApp, events: Sequence[EventT]) -> None:
                                    Reason.INVALID_JSON,
                                    f"not a streamapp inference record: {exc}", event.value,
                                    _source_ts(event))
-    outcomes = await app.engine.score([c.reviewBody for _, _, c in items],
-                                      [c.baseSkuName for _, _, c in items])
+    outcomes = await app.engine.score(model, [_request(c) for _, _, c in items])
     finished = time.time()
     compute_ms = round((finished - started) * 1000, 3)
     threshold = app.settings.match_threshold
-    model = ModelRef(name=app.model_info.name, version=app.model_info.version)
+    model_ref = ModelRef(name=model.name, version=model.version)
     tally = BatchTally()
     predicted = 0
     for (record_id, source_ts, comment), outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, ModelFailure):
             tally.add(comment.first_category, comment.category_path, predicted=False,
                       matched=False)
-            await send_dead_letter(
-                app, record_id, Reason.MODEL_ERROR, f"the model failed on this comment: "
-                f"{outcome.error}", comment.model_dump_json().encode(), source_ts)
+            await send_dead_letter(app, record_id, outcome.reason,
+                                   f"the model failed on this comment: {outcome.error}",
+                                   comment.model_dump_json().encode(), source_ts)
             continue
         match = outcome >= threshold
         tally.add(comment.first_category, comment.category_path, predicted=True, matched=match)
         predicted += 1
         result = SkuMatchResult(
-            id=record_id, match=match, score=outcome, model=model,
+            id=record_id, match=match, score=outcome, model=model_ref,
             baseSkuName=comment.baseSkuName, categories=comment.categories,
             categoryPath=comment.category_path,
             timing=Timing(
@@ -174,31 +179,38 @@ def register(app: StreamApp) -> None:
             app.totals[name] = merge_counts(app.totals[name], counts)
             app.per_minute[name] = merge_counts(app.per_minute[name].value(), counts)
 
+    if settings.reload_interval_s > 0 and settings.model_version is None:
+        @app.timer(settings.reload_interval_s, name="model-reload")
+        async def reload_model() -> None:
+            if app.models is not None:
+                await app.models.maybe_reload()
+
     app.on_worker_init.connect(_load_model)
 
 
 def _load_model(app: StreamApp, **kwargs: Any) -> None:
     """Load the model before the worker consumes anything; a bad model stops it here."""
+    from streamapp.handlers.contract import HandlerError
     from streamapp.inference import InferenceEngine
-    from streamapp.model.classifier import ModelLoadError, SkuMatchClassifier
+    from streamapp.model.classifier import ModelLoadError
+    from streamapp.serving import ModelManager
 
     settings = app.settings
-    path = settings.model_dir
-    if settings.uses_demo_model and not (path / "config.json").exists():
+    if settings.uses_demo_model and not (settings.model_dir / "config.json").exists():
         from streamapp.model.demo import build_demo_model
 
         log.warning("no model configured and no demo model at %s: building it (about a "
-                    "minute)", path)
-        build_demo_model(path, log=log.info)
+                    "minute)", settings.model_dir)
+        build_demo_model(settings.model_dir, log=log.info)
     try:
-        classifier = SkuMatchClassifier.load(path, device=settings.device,
-                                             max_tokens=settings.max_tokens,
-                                             num_threads=settings.torch_threads)
-    except ModelLoadError as exc:
+        manager = ModelManager(settings)
+        loaded = manager.load_initial()
+    except (ModelLoadError, HandlerError) as exc:
         print(f"streamapp: cannot start: {exc}", flush=True)
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
-    app.model_info = classifier.info
-    app.engine = InferenceEngine(classifier)
-    log.info("model %s version %s loaded from %s on %s (%s)", classifier.info.name,
-             classifier.info.version, path, classifier.info.device, classifier.info.dtype)
+    app.models = manager
+    app.engine = InferenceEngine()
+    log.info("model %s version %s loaded from %s on %s (%s)%s", loaded.name, loaded.version,
+             loaded.path, loaded.device, loaded.dtype,
+             "" if loaded.batch else ", handler called per record")

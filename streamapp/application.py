@@ -34,8 +34,9 @@ class StreamApp(faust.App):
         super().__init__(settings.app_id, **kwargs)
         self.settings = settings
         self.worker_stats = WorkerStats()
-        self.engine: Any = None  # streamapp.inference.InferenceEngine, set at worker init
-        self.model_info: Any = None
+        # Set at worker init (streamapp.agents._load_model), before anything is consumed.
+        self.engine: Any = None  # streamapp.inference.InferenceEngine
+        self.models: Any = None  # streamapp.serving.ModelManager
         owned = {"partitions": settings.partitions}  # topics streamapp creates
         # Raw bytes everywhere: decoding is ours, so a bad record becomes a dead letter,
         # never a crash inside Faust's deserializer.

@@ -12,61 +12,73 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from streamapp.model.scores import ScoreError
+from streamapp.records import Reason
 
 log = logging.getLogger(__name__)
 
 
-class PairScorer(Protocol):
-    """What the engine needs of a model: match probabilities for (review, SKU name) pairs."""
-
-    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]: ...
-
-
 @dataclass(frozen=True)
 class ModelFailure:
-    """The model raised on this record alone (found by bisecting its batch)."""
+    """The model could not score this record (found alone by bisecting its batch)."""
 
     error: str
+    reason: str = Reason.MODEL_ERROR
 
 
 Outcome = float | ModelFailure
 
 
+def failure(exc: BaseException) -> ModelFailure:
+    """A record's failure: output that cannot be read as a score, or the model raising."""
+    if isinstance(exc, ScoreError):
+        return ModelFailure(f"the model's output cannot be read as a score: {exc}",
+                            Reason.BAD_MODEL_OUTPUT)
+    return ModelFailure(f"{type(exc).__name__}: {exc}", Reason.MODEL_ERROR)
+
+
+class BatchModel(Protocol):
+    """What the engine runs: one outcome per request, or an exception for the whole batch."""
+
+    def run(self, requests: Sequence[dict[str, Any]]) -> list[Outcome]: ...
+
+
 class InferenceEngine:
-    def __init__(self, scorer: PairScorer) -> None:
-        self.scorer = scorer
+    def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamapp-model")
 
-    def _predict_checked(self, reviews: Sequence[str], skus: Sequence[str]) -> list[float]:
-        scores = self.scorer.predict(reviews, skus)
-        if len(scores) != len(reviews):
-            raise ValueError(f"model returned {len(scores)} scores for {len(reviews)} inputs")
-        for score in scores:
-            if not 0.0 <= score <= 1.0:  # also catches NaN
-                raise ValueError(f"model returned score {score!r}, outside 0..1")
-        return scores
+    def _run_checked(self, model: BatchModel,
+                     requests: Sequence[dict[str, Any]]) -> list[Outcome]:
+        outcomes = model.run(requests)
+        if len(outcomes) != len(requests):
+            raise ScoreError(f"model returned {len(outcomes)} scores for {len(requests)} inputs")
+        for outcome in outcomes:
+            if not isinstance(outcome, ModelFailure) and not 0.0 <= outcome <= 1.0:
+                raise ScoreError(f"model returned score {outcome!r}, outside 0..1")  # or NaN
+        return outcomes
 
-    async def score(self, reviews: Sequence[str], skus: Sequence[str]) -> list[Outcome]:
-        """A score per pair, or a ModelFailure for each pair the model cannot score.
+    async def score(self, model: BatchModel,
+                    requests: Sequence[dict[str, Any]]) -> list[Outcome]:
+        """An outcome per request, in order. Never raises.
 
-        Never raises: when a batch fails it is split in halves and retried, so one poisonous
-        record costs about 2*log2(n) extra calls and only that record fails.
+        When a batch fails it is split in halves and retried, so one poisonous record costs
+        about 2*log2(n) extra calls and only that record fails.
         """
-        if not reviews:
+        if not requests:
             return []
         loop = asyncio.get_running_loop()
         try:
-            return list(
-                await loop.run_in_executor(self._executor, self._predict_checked, reviews, skus)
-            )
+            return await loop.run_in_executor(self._executor, self._run_checked, model,
+                                              requests)
         except Exception as exc:
-            if len(reviews) == 1:
+            if len(requests) == 1:
                 log.warning("model failed on one record: %r", exc)
-                return [ModelFailure(f"{type(exc).__name__}: {exc}")]
-            mid = len(reviews) // 2
-            left = await self.score(reviews[:mid], skus[:mid])
-            right = await self.score(reviews[mid:], skus[mid:])
+                return [failure(exc)]
+            mid = len(requests) // 2
+            left = await self.score(model, requests[:mid])
+            right = await self.score(model, requests[mid:])
             return left + right
 
     def close(self) -> None:

@@ -52,6 +52,7 @@ class Reason:
     TOO_LARGE = "too_large"
     UNSUPPORTED_DATA_TYPE = "unsupported_data_type"
     MODEL_ERROR = "model_error"
+    BAD_MODEL_OUTPUT = "bad_model_output"
 
 
 class RejectedRecord(Exception):

@@ -31,8 +31,22 @@ class Settings(BaseModel):
     results_topic: str = Field("sku-matches", description="topic the predictions go to")
     dlq_topic: str = Field("comments-dlq", description="topic for records that cannot be predicted")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the app creates")
-    model: Path | None = Field(None, description="model directory; unset = the demo model")
+    model: Path | None = Field(None, description="model directory or root of versions")
     demo_model_dir: Path = Field(Path("var/models/demo"), description="where the demo model lives")
+    model_name: str = Field("standard_bert", min_length=1,
+                            description="the model's key in the handler's modelNameToPath")
+    model_type: Literal["auto", "pytorch", "torchscript", "other"] = Field(
+        "auto", description="model format; auto = deploy_config.json or the files present")
+    model_version: str | None = Field(None, pattern=r"^\d+$",
+                                      description="serve this version; unset = the highest")
+    reload_interval_s: float = Field(5.0, ge=0, le=3600,
+                                     description="how often to look for new versions; 0 = never")
+    handler: str | None = Field(None, description="module:Class of a seed-contract handler; "
+                                                  "unset = the built-in BERT pair handler")
+    handler_batch: Literal["auto", "true", "false"] = Field(
+        "auto", description="handler takes lists in reqDict; auto = its accepts_batch")
+    torchscript_output: int = Field(1, ge=-16, le=16,
+                                    description="TorchScript output that is the score (seed: 1)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for the model")
     batch_size: int = Field(64, ge=1, le=4096, description="most comments in one model batch")

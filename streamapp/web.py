@@ -6,7 +6,6 @@ the per-category numbers of the cluster are the sum over the workers (keys never
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
@@ -35,7 +34,7 @@ def collect_stats(app: StreamApp) -> dict[str, Any]:
         entry["last_minute"] = _counts(app.per_minute[key].now())
         groups[kind][name] = entry
     assignment = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
-    model = dataclasses.asdict(app.model_info) if app.model_info is not None else None
+    model = app.models.status() if app.models is not None else None
     return {
         "app_id": app.conf.id,
         "worker": f"{app.conf.web_host}:{app.conf.web_port}",

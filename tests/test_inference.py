@@ -6,12 +6,14 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
-from streamapp.inference import InferenceEngine, ModelFailure, Outcome, PairScorer
+from streamapp.inference import InferenceEngine, ModelFailure, Outcome
+from streamapp.records import Reason
 from streamapp.stats import (
     CATEGORY,
     PATH,
@@ -89,10 +91,31 @@ class SlowScorer(TextScorer):
         return super().predict(reviews, sku_names)
 
 
+class PairScorer(Protocol):
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]: ...
+
+
+class ScorerModel:
+    """The engine's BatchModel over a pair scorer: what a batch handler amounts to."""
+
+    def __init__(self, scorer: PairScorer) -> None:
+        self.scorer = scorer
+
+    def run(self, requests: Sequence[dict[str, Any]]) -> list[Outcome]:
+        return list(self.scorer.predict([r["input"] for r in requests],
+                                        [r["baseSkuName"] for r in requests]))
+
+
+def score(engine: InferenceEngine, scorer: PairScorer, reviews: Sequence[str],
+          skus: Sequence[str]) -> Awaitable[list[Outcome]]:
+    requests = [{"input": r, "baseSkuName": s} for r, s in zip(reviews, skus, strict=True)]
+    return engine.score(ScorerModel(scorer), requests)
+
+
 def run_scores(scorer: PairScorer, reviews: Sequence[str], skus: Sequence[str]) -> list[Outcome]:
-    engine = InferenceEngine(scorer)
+    engine = InferenceEngine()
     try:
-        return asyncio.run(engine.score(reviews, skus))
+        return asyncio.run(score(engine, scorer, reviews, skus))
     finally:
         engine.close()
 
@@ -172,7 +195,7 @@ def test_score_outside_zero_to_one_is_a_failure_of_that_record_only(bad: float) 
     outcomes = run_scores(BadValueScorer(bad), reviews, skus)
     failure = outcomes[2]
     assert isinstance(failure, ModelFailure)
-    assert failure.error.startswith("ValueError:")
+    assert failure.reason == Reason.BAD_MODEL_OUTPUT
     assert "outside 0..1" in failure.error
     for i in (0, 1, 3, 4, 5):
         assert outcomes[i] == expected_score(reviews[i], skus[i])
@@ -192,11 +215,11 @@ def test_model_runs_on_one_dedicated_thread_not_the_loop() -> None:
     scorer = PoisonScorer()
     reviews, skus = pairs(8)
     reviews[3] = POISON  # bisecting makes several calls: all must be on the same thread
-    engine = InferenceEngine(scorer)
+    engine = InferenceEngine()
 
     async def main() -> int:
-        await engine.score(reviews, skus)
-        await engine.score(*pairs(2))
+        await score(engine, scorer, reviews, skus)
+        await score(engine, scorer, *pairs(2))
         return threading.get_ident()
 
     try:
@@ -213,7 +236,7 @@ def test_model_runs_on_one_dedicated_thread_not_the_loop() -> None:
 
 def test_event_loop_stays_responsive_while_the_model_computes() -> None:
     scorer = SlowScorer(0.3)
-    engine = InferenceEngine(scorer)
+    engine = InferenceEngine()
 
     async def main() -> tuple[list[Outcome], int, float]:
         ticks = 0
@@ -227,7 +250,7 @@ def test_event_loop_stays_responsive_while_the_model_computes() -> None:
 
         task = asyncio.create_task(ticker())
         started = time.monotonic()
-        outcomes = await engine.score(*pairs(3))
+        outcomes = await score(engine, scorer, *pairs(3))
         elapsed = time.monotonic() - started
         stop.set()
         await task

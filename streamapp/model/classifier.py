@@ -43,7 +43,7 @@ class ModelInfo:
     loaded_at: float
 
 
-def _resolve_device(path: Path, device: str) -> torch.device:
+def resolve_device(path: Path, device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -72,7 +72,7 @@ def _weights_file(path: Path) -> Path:
     raise ModelLoadError(path, f"no safetensors weights ({' or '.join(WEIGHTS_FILES)})")
 
 
-def _sha256_prefix(file: Path) -> str:
+def sha256_prefix(file: Path) -> str:
     digest = hashlib.sha256()
     with file.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -100,7 +100,7 @@ def _load_config(path: Path) -> Any:
     return config
 
 
-def _load_tokenizer(path: Path, config: Any) -> Any:
+def load_tokenizer(path: Path, config: Any = None) -> Any:
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ModelLoadError(path, f"tokenizer is missing (none of {', '.join(TOKENIZER_FILES)})")
     try:
@@ -118,16 +118,54 @@ def _load_tokenizer(path: Path, config: Any) -> Any:
     return tokenizer
 
 
-class SkuMatchClassifier:
-    """Cross-encoder that scores how likely a review talks about the SKU it is attached to."""
+class PairClassifier:
+    """Tokenizes (review, SKU name) pairs as the seed does and scores them with a model.
 
-    def __init__(self, model: Any, tokenizer: Any, info: ModelInfo, max_tokens: int) -> None:
-        self._model = model
+    Subclasses hold the model (a Hugging Face module, a TorchScript module) and say how its
+    output becomes probabilities; tokenization, batching and devices are shared here.
+    """
+
+    def __init__(self, tokenizer: Any, device: torch.device, info: ModelInfo,
+                 max_tokens: int) -> None:
         self._tokenizer = tokenizer
-        self._device = next(model.parameters()).device
-        self._sigmoid = model.config.num_labels == 1
+        self._device = device
         self.info = info
         self.max_tokens = max_tokens
+
+    def tokenize(self, reviews: Sequence[str], sku_names: Sequence[str]) -> Any:
+        """The seed's tokenizer call, padded to the longest pair instead of max_tokens: the
+        attention mask hides padding, so scores are the same with less work."""
+        if len(reviews) != len(sku_names):
+            raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
+        return self._tokenizer(
+            list(reviews),
+            list(sku_names),
+            max_length=self.max_tokens,
+            truncation="longest_first",
+            padding="longest",
+            return_tensors="pt",
+        ).to(self._device)
+
+    def probabilities(self, batch: Any) -> torch.Tensor:
+        """Match probabilities for a tokenized batch, shape (n,)."""
+        raise NotImplementedError
+
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
+        """Match probability (0..1) for each (review, SKU name) pair, in input order."""
+        if not reviews and not sku_names:
+            return []
+        with torch.inference_mode():
+            scores = self.probabilities(self.tokenize(reviews, sku_names))
+        return [float(x) for x in scores.float().cpu().tolist()]
+
+
+class SkuMatchClassifier(PairClassifier):
+    """A Hugging Face sequence-pair classifier directory (config, tokenizer, safetensors)."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: ModelInfo, max_tokens: int) -> None:
+        super().__init__(tokenizer, next(model.parameters()).device, info, max_tokens)
+        self._model = model
+        self._sigmoid = model.config.num_labels == 1
 
     @classmethod
     def load(
@@ -146,7 +184,7 @@ class SkuMatchClassifier:
             raise ModelLoadError(path, f"max_tokens must be >= {MIN_TOKENS}, got {max_tokens}")
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        target = _resolve_device(path, device)
+        target = resolve_device(path, device)
         config = _load_config(path)
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and max_tokens > limit:
@@ -156,7 +194,7 @@ class SkuMatchClassifier:
         weights = _weights_file(path)
         # Half precision only pays off (and is only well supported) on GPUs.
         dtype = torch.float16 if target.type == "cuda" else torch.float32
-        tokenizer = _load_tokenizer(path, config)
+        tokenizer = load_tokenizer(path, config)
         try:
             model, loading = AutoModelForSequenceClassification.from_pretrained(
                 path,
@@ -182,7 +220,7 @@ class SkuMatchClassifier:
         info = ModelInfo(
             name=str(getattr(config, "streamapp_model_name", None) or path.resolve().name),
             version=str(
-                getattr(config, "streamapp_model_version", None) or _sha256_prefix(weights)
+                getattr(config, "streamapp_model_version", None) or sha256_prefix(weights)
             ),
             path=str(path),
             device=str(target),
@@ -191,26 +229,8 @@ class SkuMatchClassifier:
         )
         return cls(model, tokenizer, info, max_tokens)
 
-    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
-        """Match probability (0..1) for each (review, SKU name) pair, in input order."""
-        if len(reviews) != len(sku_names):
-            raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
-        if not reviews:
-            return []
-        # Padding to the longest pair gives the same scores as padding to max_tokens (the
-        # attention mask hides the padding) with less work for short batches.
-        batch = self._tokenizer(
-            list(reviews),
-            list(sku_names),
-            max_length=self.max_tokens,
-            truncation="longest_first",
-            padding="longest",
-            return_tensors="pt",
-        ).to(self._device)
-        with torch.inference_mode():
-            logits = self._model(**batch).logits.float()
+    def probabilities(self, batch: Any) -> torch.Tensor:
+        logits = self._model(**batch).logits.float()
         if self._sigmoid:
-            scores = torch.sigmoid(logits[:, 0])
-        else:
-            scores = torch.softmax(logits, dim=-1)[:, 1]
-        return scores.cpu().tolist()
+            return torch.sigmoid(logits[:, 0])
+        return torch.softmax(logits, dim=-1)[:, 1]

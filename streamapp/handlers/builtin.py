@@ -1,0 +1,56 @@
+"""streamapp's own handler: the BERT pair classifier, written to the seed's contract so that
+the built-in model and a team's own handler take the same path through the worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streamapp.model.classifier import PairClassifier, SkuMatchClassifier
+from streamapp.model.repository import read_deploy_config
+from streamapp.model.torchscript import SEED_OUTPUT_INDEX, TorchScriptPairClassifier
+
+
+class SkuMatchInfer:
+    """(review, SKU name) -> match probability; Hugging Face or TorchScript models."""
+
+    accepts_batch = True
+
+    def __init__(self, max_tokens: int = 64, output_index: int = SEED_OUTPUT_INDEX) -> None:
+        self.max_tokens = max_tokens
+        self.output_index = output_index
+        self.model: PairClassifier | None = None
+
+    def initialize(self, configDict: dict[str, Any]) -> None:
+        [path_text] = configDict["modelNameToPath"].values()
+        path = Path(path_text)
+        device = str(configDict["device"])
+        model_type = configDict["model_type"]
+        if model_type == "pytorch":
+            self.model = SkuMatchClassifier.load(path, device=device, max_tokens=self.max_tokens)
+        elif model_type == "torchscript":
+            deploy = read_deploy_config(path, model_type)
+            if deploy.model_file is None:
+                raise ValueError(f"no TorchScript file in {path}: name it in deploy_config.json")
+            index = deploy.output_index if deploy.output_index is not None else self.output_index
+            self.model = TorchScriptPairClassifier.load(
+                path / deploy.model_file, path / deploy.tokenizer, device=device,
+                max_tokens=self.max_tokens, output_index=index)
+        else:
+            raise ValueError(f"the built-in handler serves pytorch and torchscript models, not "
+                             f"{model_type!r}: set STREAMAPP_HANDLER to a handler for it")
+        configDict["logger"].info("built-in handler loaded %s", self.model.info)
+
+    def _loaded(self) -> PairClassifier:
+        if self.model is None:
+            raise RuntimeError("initialize() was not called")
+        return self.model
+
+    def preprocess(self, reqDict: dict[str, Any], modelSpec: Any) -> Any:
+        return self._loaded().tokenize(reqDict["input"], reqDict["baseSkuName"])
+
+    def process(self, preprocessed: Any, modelSpec: Any) -> dict[str, Any]:
+        with torch.inference_mode():
+            return {"result": self._loaded().probabilities(preprocessed)}

@@ -1,0 +1,184 @@
+"""The model being served: a handler initialized on one model version, swapped on reload.
+
+`ModelManager.current` is read once per batch, so a batch runs on one version from start to
+end and its results name that version. A new version is loaded beside the current one and
+swapped in between batches; a version that fails to load is reported and the current one
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from streamapp.handlers.builtin import SkuMatchInfer
+from streamapp.handlers.contract import (
+    BUILTIN_HANDLER,
+    HandlerError,
+    accepts_batch,
+    config_dict,
+    load_handler_class,
+)
+from streamapp.inference import Outcome, failure
+from streamapp.model.classifier import ModelLoadError, resolve_device
+from streamapp.model.repository import ModelVersion, resolve
+from streamapp.model.scores import ScoreError, to_scores
+from streamapp.settings import Settings
+
+log = logging.getLogger(__name__)
+handler_log = logging.getLogger("streamapp.handler")
+
+
+def _result(output: Any) -> Any:
+    if not isinstance(output, dict) or "result" not in output:
+        raise ScoreError(f"process() must return {{'result': ...}}, got {type(output).__name__}")
+    return output["result"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A handler initialized on one version; `run` is called in the model thread."""
+
+    handler: Any
+    name: str
+    version: str
+    path: str
+    device: str
+    dtype: str
+    batch: bool
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def spec(self) -> dict[str, str]:
+        """The seed's `modelSpec`: which model a request is for."""
+        return {"name": self.name, "version": self.version}
+
+    def _call(self, request: dict[str, Any]) -> Any:
+        spec = self.spec
+        return _result(self.handler.process(self.handler.preprocess(request, spec), spec))
+
+    def run(self, requests: Sequence[dict[str, Any]]) -> list[Outcome]:
+        """One score per request. A batch handler's failure raises (the engine bisects);
+        a per-record handler's failure is that record's alone."""
+        if self.batch:
+            columns = {key: [r[key] for r in requests] for key in requests[0]}
+            return list(to_scores(self._call(columns), len(requests)))
+        outcomes: list[Outcome] = []
+        for request in requests:
+            try:
+                outcomes.append(to_scores(self._call(request), 1)[0])
+            except Exception as exc:  # the handler's own code: any error is the record's
+                outcomes.append(failure(exc))
+        return outcomes
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": self.path,
+                "device": self.device, "dtype": self.dtype, "loaded_at": self.loaded_at,
+                "batch": self.batch}
+
+
+class ModelManager:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.handler_spec = settings.handler or BUILTIN_HANDLER
+        self.handler_class = load_handler_class(self.handler_spec)
+        self.batch = accepts_batch(self.handler_class, settings.handler_batch)
+        self.device = resolve_device(settings.model_dir, settings.device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self._current: LoadedModel | None = None
+        self.last_error: dict[str, Any] | None = None
+        self.reloads = 0
+        self._failed: dict[str, float] = {}  # version path -> its mtime when it failed
+
+    @property
+    def current(self) -> LoadedModel:
+        if self._current is None:
+            raise RuntimeError("no model loaded yet")
+        return self._current
+
+    def _new_handler(self) -> Any:
+        if self.handler_class is SkuMatchInfer:
+            return SkuMatchInfer(max_tokens=self.settings.max_tokens,
+                                 output_index=self.settings.torchscript_output)
+        return self.handler_class()
+
+    def _resolve(self) -> ModelVersion:
+        return resolve(self.settings.model_dir, pinned=self.settings.model_version,
+                       model_type=self.settings.model_type)
+
+    def load(self, version: ModelVersion) -> LoadedModel:
+        """Build and initialize a handler on `version` (blocking: call it off the loop)."""
+        handler = self._new_handler()
+        try:
+            handler.initialize(config_dict(self.settings.model_name, version, self.device,
+                                           handler_log))
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # the handler's own code
+            raise HandlerError(f"handler {self.handler_spec} failed in initialize() for "
+                               f"{version.path}: {type(exc).__name__}: {exc}") from exc
+        info = getattr(getattr(handler, "model", None), "info", None)
+        name = info.name if info is not None else self.settings.model_name
+        if version.version is not None:
+            label = version.version
+        else:
+            label = info.version if info is not None else version.label
+        return LoadedModel(handler=handler, name=name, version=label, path=str(version.path),
+                           device=str(self.device),
+                           dtype=info.dtype if info is not None else "unknown",
+                           batch=self.batch)
+
+    def load_initial(self) -> LoadedModel:
+        self._current = self.load(self._resolve())
+        return self._current
+
+    async def maybe_reload(self) -> bool:
+        """Serve the version the model root now points at; True when a new one was swapped in.
+
+        Loads in a thread beside the model thread, so batches go on during the load.
+        """
+        try:
+            target = self._resolve()
+        except ModelLoadError as exc:
+            self._report(str(exc), None)
+            return False
+        if str(target.path) == self.current.path:
+            return False
+        mtime = target.path.stat().st_mtime
+        if self._failed.get(str(target.path)) == mtime:
+            return False  # failed before and unchanged since: do not retry every tick
+        loop = asyncio.get_running_loop()
+        try:
+            loaded = await loop.run_in_executor(None, self.load, target)
+        except (ModelLoadError, HandlerError) as exc:
+            self._failed[str(target.path)] = mtime
+            self._report(str(exc), target.label)
+            return False
+        previous = self.current
+        self._current = loaded
+        self.reloads += 1
+        self.last_error = None
+        log.warning("model swapped: %s version %s -> %s version %s", previous.name,
+                    previous.version, loaded.name, loaded.version)
+        return True
+
+    def _report(self, error: str, version: str | None) -> None:
+        log.error("model reload failed, still serving version %s: %s", self.current.version,
+                  error)
+        self.last_error = {"version": version, "error": error, "at": time.time()}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.current.describe(),
+            "handler": self.handler_spec,
+            "root": str(self.settings.model_dir),
+            "reloads": self.reloads,
+            "last_reload_error": self.last_error,
+        }

@@ -95,6 +95,7 @@ class ModelManager:
         self._current: LoadedModel | None = None
         self.last_error: dict[str, Any] | None = None
         self.reloads = 0
+        self.swapped_at: float | None = None
         self._failed: dict[str, float] = {}  # version path -> its mtime when it failed
 
     @property
@@ -163,6 +164,7 @@ class ModelManager:
             return False
         previous = self.current
         self._current = loaded
+        self.swapped_at = time.time()
         self.reloads += 1
         self.last_error = None
         log.warning("model swapped: %s version %s -> %s version %s", previous.name,
@@ -180,5 +182,6 @@ class ModelManager:
             "handler": self.handler_spec,
             "root": str(self.settings.model_dir),
             "reloads": self.reloads,
+            "swapped_at": self.swapped_at,
             "last_reload_error": self.last_error,
         }

@@ -13,9 +13,11 @@ import orjson
 import pytest
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import follow
+from streamapp.clients import follow, produce
 from streamapp.model.demo import build_demo_model
 from streamapp.processes import WorkerProcess
+from streamapp.records import comment_id
+from streamapp.synthetic import generate_comments
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +98,24 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.25)
+
+
+def run_failing_worker(env: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
+    """Run a worker that should stop at start; its exit code and its output."""
+    worker = WorkerProcess(env, tmp_path / "failing.log").start()
+    assert worker.proc is not None
+    code = worker.proc.wait(120)
+    return code, worker.log_path.read_text(errors="replace")
+
+
+def demo_rows(count: int, seed: int) -> list[dict[str, object]]:
+    rows = list(generate_comments(count, seed=seed))
+    for row in rows:
+        row.pop("label")
+    return rows
+
+
+def send(broker: EmbeddedBroker, values: list[bytes], topic: str = "comments") -> list[str]:
+    """Produce values, return their comment ids (topic:partition:offset) in order."""
+    metadata = asyncio.run(produce(broker.url, topic, values))
+    return [comment_id(m.topic, m.partition, m.offset) for m in metadata]

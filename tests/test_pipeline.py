@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import produce
 from streamapp.processes import WorkerProcess
-from streamapp.records import DeadLetter, SkuMatchResult, comment_id, encode_delimited
-from streamapp.synthetic import generate_comments
-from tests.conftest import StartWorker, collect_outputs, wait_until
+from streamapp.records import DeadLetter, SkuMatchResult, encode_delimited
+from tests.conftest import (
+    StartWorker,
+    collect_outputs,
+    demo_rows,
+    run_failing_worker,
+    send,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +36,6 @@ BROKEN: list[tuple[bytes, str]] = [
     (b'{"baseSkuName": "cola", "reviewBody": 42}', "wrong_type"),
     (b"COMMENT_LONG_TEXT,only,three", "bad_column_count"),
 ]
-
-
-def demo_rows(count: int, seed: int) -> list[dict[str, object]]:
-    rows = list(generate_comments(count, seed=seed))
-    for row in rows:
-        row.pop("label")
-    return rows
-
-
-def send(broker: EmbeddedBroker, values: list[bytes], topic: str = "comments") -> list[str]:
-    """Produce values, return their comment ids (topic:partition:offset) in order."""
-    metadata = asyncio.run(produce(broker.url, topic, values))
-    return [comment_id(m.topic, m.partition, m.offset) for m in metadata]
 
 
 def category_totals(workers: list[WorkerProcess]) -> Counter[str]:
@@ -136,18 +126,11 @@ def test_two_workers_share_the_partitions_and_count_each_comment_once(
     wait_until(lambda: category_totals([first, second]) == expected, 30, "table counts")
 
 
-def _run_worker_expecting_failure(env: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
-    worker = WorkerProcess(env, tmp_path / "failing.log").start()
-    assert worker.proc is not None
-    code = worker.proc.wait(120)
-    return code, worker.log_path.read_text(errors="replace")
-
-
 def test_worker_with_a_missing_model_stops_at_start_naming_the_path(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     missing = tmp_path / "no-such-model"
-    code, log = _run_worker_expecting_failure(
+    code, log = run_failing_worker(
         {"broker": broker.url, "model": str(missing), "web_port": str(free_port()),
          "datadir": str(tmp_path / "data")}, tmp_path)
     assert code != 0

@@ -34,38 +34,54 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _probability(value: float) -> float:
-    if math.isnan(value):
-        raise ScoreError("the model returned NaN")
-    if 0.0 <= value <= 1.0:
-        return float(value)
+def _sigmoid(value: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(value, 60.0), -60.0)))
 
 
-def row_score(row: Any) -> float:
-    """One input's output (a number, [number] or a pair of class scores) as a probability."""
+def _row(row: Any) -> float | tuple[float, float]:
+    """One input's output: a number, or a (no, yes) pair of class scores."""
     if _is_number(row):
-        return _probability(float(row))
+        value = float(row)
+        if math.isnan(value):
+            raise ScoreError("the model returned NaN")
+        return value
     if isinstance(row, list) and len(row) == 1:
-        return row_score(row[0])
+        return _row(row[0])
     if isinstance(row, list) and len(row) == 2 and all(_is_number(v) for v in row):
         no, yes = float(row[0]), float(row[1])
         if math.isnan(no) or math.isnan(yes):
             raise ScoreError("the model returned NaN")
-        if 0.0 <= no <= 1.0 and 0.0 <= yes <= 1.0 and abs(no + yes - 1.0) < PAIR_SUM_TOLERANCE:
-            return yes
-        return _probability(yes - no)  # softmax over two classes = sigmoid of the difference
-    shown = repr(row)
-    raise ScoreError(f"cannot read {shown[:80]} as a match score (a number, or a pair of "
+        return no, yes
+    raise ScoreError(f"cannot read {repr(row)[:80]} as a match score (a number, or a pair of "
                      "class scores)")
 
 
+def _is_probability_pair(pair: tuple[float, float]) -> bool:
+    no, yes = pair
+    return 0.0 <= no <= 1.0 and 0.0 <= yes <= 1.0 and abs(no + yes - 1.0) < PAIR_SUM_TOLERANCE
+
+
 def to_scores(result: Any, count: int) -> list[float]:
-    """`count` probabilities from a model's output for `count` inputs, in input order."""
+    """`count` probabilities from a model's output for `count` inputs, in input order.
+
+    Decided for the whole output at once, so one batch is never read two ways: numbers are
+    probabilities when all lie in 0..1, else logits; pairs likewise.
+    """
     data = _plain(result)
     if count == 1 and not (isinstance(data, list) and len(data) == 1):
-        return [row_score(data)]
+        data = [data]
     if not isinstance(data, list) or len(data) != count:
         size = len(data) if isinstance(data, list) else "one value"
         raise ScoreError(f"expected {count} scores, got {size}")
-    return [row_score(row) for row in data]
+    rows = [_row(r) for r in data]
+    numbers = [r for r in rows if isinstance(r, float)]
+    pairs = [r for r in rows if isinstance(r, tuple)]
+    if numbers and pairs:
+        raise ScoreError("the output mixes single scores and pairs of class scores")
+    if numbers:
+        if all(0.0 <= v <= 1.0 for v in numbers):
+            return numbers
+        return [_sigmoid(v) for v in numbers]
+    if all(_is_probability_pair(p) for p in pairs):
+        return [yes for _, yes in pairs]
+    return [_sigmoid(yes - no) for no, yes in pairs]  # softmax over two classes

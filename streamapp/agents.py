@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import EventT, StreamT
 
-from streamapp.inference import ModelFailure
+from streamapp.inference import BatchTiming, ModelFailure
 from streamapp.records import (
     Comment,
     DeadLetter,
@@ -34,7 +34,7 @@ from streamapp.records import (
     decode_comment,
     original_value,
 )
-from streamapp.stats import DEAD_LETTER, BatchTally, merge_counts, stats_key
+from streamapp.stats import DEAD_LETTER, BatchReport, BatchTally, merge_counts, stats_key
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -63,7 +63,7 @@ async def send_dead_letter(
     await app.dlq_topic.send(key=record_id.encode(), value=letter.model_dump_json().encode())
     await app.stats_topic.send(key=stats_key(DEAD_LETTER, reason).encode(),
                                value=orjson.dumps({"seen": 1}))
-    app.worker_stats.on_dead_letter()
+    app.worker_stats.on_dead_letter(record_id, reason, error)
 
 
 def _fatal(exc: BaseException) -> None:
@@ -116,13 +116,16 @@ async def infer_batch(app: StreamApp, events: Sequence[EventT]) -> None:
                                    Reason.INVALID_JSON,
                                    f"not a streamapp inference record: {exc}", event.value,
                                    _source_ts(event))
-    outcomes = await app.engine.score(model, [_request(c) for _, _, c in items])
+    timing = BatchTiming()
+    outcomes = await app.engine.score(model, [_request(c) for _, _, c in items], timing)
     finished = time.time()
     compute_ms = round((finished - started) * 1000, 3)
+    queue_ms: list[float] = []
+    end_to_end_ms: list[float] = []
     threshold = app.settings.match_threshold
     model_ref = ModelRef(name=model.name, version=model.version)
     tally = BatchTally()
-    predicted = 0
+    predicted = matched = 0
     for (record_id, source_ts, comment), outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, ModelFailure):
             tally.add(comment.first_category, comment.category_path, predicted=False,
@@ -134,21 +137,31 @@ async def infer_batch(app: StreamApp, events: Sequence[EventT]) -> None:
         match = outcome >= threshold
         tally.add(comment.first_category, comment.category_path, predicted=True, matched=match)
         predicted += 1
+        matched += match
+        if source_ts:
+            queue_ms.append(started * 1000 - source_ts)
+            end_to_end_ms.append(finished * 1000 - source_ts)
         result = SkuMatchResult(
             id=record_id, match=match, score=outcome, model=model_ref,
             baseSkuName=comment.baseSkuName, categories=comment.categories,
             categoryPath=comment.category_path,
             timing=Timing(
                 source_ts=source_ts,
-                queued_ms=round(started * 1000 - source_ts, 3) if source_ts else 0.0,
+                queued_ms=round(queue_ms[-1], 3) if source_ts else 0.0,
                 compute_ms=compute_ms, batch_size=len(items),
                 predicted_at=int(finished * 1000)),
         )
         await app.results_topic.send(key=record_id.encode(),
                                      value=result.model_dump_json().encode())
-    for key, counts in tally.items():
-        await app.stats_topic.send(key=key.encode(), value=orjson.dumps(counts))
-    app.worker_stats.on_batch(len(items), predicted, finished - started)
+    counts = tally.items()
+    for key, delta in counts:
+        await app.stats_topic.send(key=key.encode(), value=orjson.dumps(delta))
+    app.worker_stats.on_batch(BatchReport(
+        finished_at=time.time(), size=len(items), predicted=predicted, matched=matched,
+        failed=len(items) - predicted, model_name=model.name, model_version=model.version,
+        queue_ms=queue_ms, end_to_end_ms=end_to_end_ms, preprocess_s=timing.preprocess_s,
+        process_s=timing.process_s, batch_s=time.time() - started, tokens=timing.tokens,
+        padded_tokens=timing.padded_tokens, counts=counts))
 
 
 def register(app: StreamApp) -> None:

@@ -31,6 +31,16 @@ class ModelFailure:
 Outcome = float | ModelFailure
 
 
+@dataclass
+class BatchTiming:
+    """Where a batch's model time went; filled in the model thread (bisection adds up)."""
+
+    preprocess_s: float = 0.0
+    process_s: float = 0.0
+    tokens: int = 0  # real tokens, when the preprocessed batch has an attention mask
+    padded_tokens: int = 0  # tokens including padding
+
+
 def failure(exc: BaseException) -> ModelFailure:
     """A record's failure: output that cannot be read as a score, or the model raising."""
     if isinstance(exc, ScoreError):
@@ -42,16 +52,17 @@ def failure(exc: BaseException) -> ModelFailure:
 class BatchModel(Protocol):
     """What the engine runs: one outcome per request, or an exception for the whole batch."""
 
-    def run(self, requests: Sequence[dict[str, Any]]) -> list[Outcome]: ...
+    def run(self, requests: Sequence[dict[str, Any]],
+            timing: BatchTiming | None = None) -> list[Outcome]: ...
 
 
 class InferenceEngine:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamapp-model")
 
-    def _run_checked(self, model: BatchModel,
-                     requests: Sequence[dict[str, Any]]) -> list[Outcome]:
-        outcomes = model.run(requests)
+    def _run_checked(self, model: BatchModel, requests: Sequence[dict[str, Any]],
+                     timing: BatchTiming | None) -> list[Outcome]:
+        outcomes = model.run(requests, timing)
         if len(outcomes) != len(requests):
             raise ScoreError(f"model returned {len(outcomes)} scores for {len(requests)} inputs")
         for outcome in outcomes:
@@ -59,8 +70,8 @@ class InferenceEngine:
                 raise ScoreError(f"model returned score {outcome!r}, outside 0..1")  # or NaN
         return outcomes
 
-    async def score(self, model: BatchModel,
-                    requests: Sequence[dict[str, Any]]) -> list[Outcome]:
+    async def score(self, model: BatchModel, requests: Sequence[dict[str, Any]],
+                    timing: BatchTiming | None = None) -> list[Outcome]:
         """An outcome per request, in order. Never raises.
 
         When a batch fails it is split in halves and retried, so one poisonous record costs
@@ -71,14 +82,14 @@ class InferenceEngine:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, self._run_checked, model,
-                                              requests)
+                                              requests, timing)
         except Exception as exc:
             if len(requests) == 1:
                 log.warning("model failed on one record: %r", exc)
                 return [failure(exc)]
             mid = len(requests) // 2
-            left = await self.score(model, requests[:mid])
-            right = await self.score(model, requests[mid:])
+            left = await self.score(model, requests[:mid], timing)
+            right = await self.score(model, requests[mid:], timing)
             return left + right
 
     def close(self) -> None:

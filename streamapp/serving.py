@@ -25,7 +25,7 @@ from streamapp.handlers.contract import (
     config_dict,
     load_handler_class,
 )
-from streamapp.inference import Outcome, failure
+from streamapp.inference import BatchTiming, Outcome, failure
 from streamapp.model.classifier import ModelLoadError, resolve_device
 from streamapp.model.repository import ModelVersion, resolve
 from streamapp.model.scores import ScoreError, to_scores
@@ -33,6 +33,24 @@ from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
 handler_log = logging.getLogger("streamapp.handler")
+
+
+def _count_tokens(preprocessed: Any, timing: BatchTiming) -> None:
+    """Real and padded token counts, when the handler's preprocess gives an attention mask
+    (a tokenizer's BatchEncoding, or the seed's {"input": encoding})."""
+    if isinstance(preprocessed, dict) and "attention_mask" not in preprocessed:
+        preprocessed = preprocessed.get("input")
+    try:
+        mask = preprocessed["attention_mask"]
+    except (KeyError, TypeError, IndexError):
+        return
+    if isinstance(mask, torch.Tensor):
+        timing.tokens += int(mask.sum())
+        timing.padded_tokens += mask.numel()
+    elif isinstance(mask, list) and mask:
+        rows = mask if isinstance(mask[0], list) else [mask]
+        timing.tokens += sum(sum(row) for row in rows)
+        timing.padded_tokens += sum(len(row) for row in rows)
 
 
 def _result(output: Any) -> Any:
@@ -59,20 +77,29 @@ class LoadedModel:
         """The seed's `modelSpec`: which model a request is for."""
         return {"name": self.name, "version": self.version}
 
-    def _call(self, request: dict[str, Any]) -> Any:
+    def _call(self, request: dict[str, Any], timing: BatchTiming) -> Any:
         spec = self.spec
-        return _result(self.handler.process(self.handler.preprocess(request, spec), spec))
+        started = time.perf_counter()
+        preprocessed = self.handler.preprocess(request, spec)
+        ready = time.perf_counter()
+        output = self.handler.process(preprocessed, spec)
+        timing.preprocess_s += ready - started
+        timing.process_s += time.perf_counter() - ready
+        _count_tokens(preprocessed, timing)
+        return _result(output)
 
-    def run(self, requests: Sequence[dict[str, Any]]) -> list[Outcome]:
+    def run(self, requests: Sequence[dict[str, Any]],
+            timing: BatchTiming | None = None) -> list[Outcome]:
         """One score per request. A batch handler's failure raises (the engine bisects);
         a per-record handler's failure is that record's alone."""
+        timing = timing if timing is not None else BatchTiming()
         if self.batch:
             columns = {key: [r[key] for r in requests] for key in requests[0]}
-            return list(to_scores(self._call(columns), len(requests)))
+            return list(to_scores(self._call(columns, timing), len(requests)))
         outcomes: list[Outcome] = []
         for request in requests:
             try:
-                outcomes.append(to_scores(self._call(request), 1)[0])
+                outcomes.append(to_scores(self._call(request, timing), 1)[0])
             except Exception as exc:  # the handler's own code: any error is the record's
                 outcomes.append(failure(exc))
         return outcomes

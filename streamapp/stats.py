@@ -53,6 +53,27 @@ class BatchTally:
         return [(key, dict(counter)) for key, counter in self.counts.items()]
 
 
+@dataclass(frozen=True)
+class BatchReport:
+    """Everything one inference batch did: what the web view and metrics are made of."""
+
+    finished_at: float  # unix seconds
+    size: int
+    predicted: int
+    matched: int
+    failed: int
+    model_name: str
+    model_version: str
+    queue_ms: list[float]  # per record: comment timestamp -> batch start
+    end_to_end_ms: list[float]  # per record: comment timestamp -> result
+    preprocess_s: float  # tokenization (the handler's preprocess)
+    process_s: float  # the model (the handler's process)
+    batch_s: float  # the whole batch: decode, model, produce
+    tokens: int  # real tokens (0 when the handler's input has no attention mask)
+    padded_tokens: int  # tokens including padding
+    counts: list[tuple[str, dict[str, int]]]  # the batch's table counts (BatchTally.items)
+
+
 @dataclass
 class WorkerStats:
     """This worker's own numbers for the web view (not shared across workers)."""
@@ -67,15 +88,15 @@ class WorkerStats:
     # (finish time, size) of recent batches, for the rate over the last minute.
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=10_000))
 
-    def on_batch(self, size: int, predicted: int, compute_seconds: float) -> None:
+    def on_batch(self, report: BatchReport) -> None:
         self.batches += 1
-        self.records += size
-        self.predicted += predicted
-        self.compute_seconds += compute_seconds
-        self.max_batch_size = max(self.max_batch_size, size)
-        self.recent.append((time.monotonic(), size))
+        self.records += report.size
+        self.predicted += report.predicted
+        self.compute_seconds += report.preprocess_s + report.process_s
+        self.max_batch_size = max(self.max_batch_size, report.size)
+        self.recent.append((time.monotonic(), report.size))
 
-    def on_dead_letter(self) -> None:
+    def on_dead_letter(self, record_id: str, reason: str, error: str) -> None:
         self.dead_letters += 1
 
     def records_per_second(self, window: float = 60.0) -> float:

@@ -23,7 +23,7 @@ from streamapp.handlers.contract import (
     config_dict,
     load_handler_class,
 )
-from streamapp.inference import ModelFailure
+from streamapp.inference import BatchTiming, ModelFailure
 from streamapp.model.classifier import ModelLoadError, SkuMatchClassifier
 from streamapp.model.repository import read_deploy_config, resolve
 from streamapp.model.scores import ScoreError, to_scores
@@ -300,3 +300,19 @@ def test_hot_swap_under_a_steady_stream_loses_and_repeats_nothing(
     model = worker.stats()["model"]
     assert model["version"] == "2" and model["reloads"] == 1
     assert model["swapped_at"] * 1000 <= first_v2_start + 1
+
+
+def test_a_batch_reports_its_tokenize_and_model_time_and_tokens(tiny_model: Path,
+                                                               tmp_path: Path) -> None:
+    requests = [{"input": r, "baseSkuName": s} for r, s in zip(REVIEWS, SKUS, strict=True)]
+    timing = BatchTiming()
+    manager(tiny_model).load_initial().run(requests, timing)
+    assert timing.preprocess_s > 0 and timing.process_s > 0
+    # Padded to the longest pair: the padding is what shorter pairs lack.
+    assert 0 < timing.tokens < timing.padded_tokens <= len(requests) * 64
+    torchscript_version(tiny_model, tmp_path / "ts" / "1")
+    seed = manager(tmp_path / "ts", handler="tests.handlers.seed_infer:Infer").load_initial()
+    seed_timing = BatchTiming()
+    seed.run(requests, seed_timing)
+    assert seed_timing.padded_tokens == len(requests) * 64  # the seed pads to max_length
+    assert 0 < seed_timing.tokens < seed_timing.padded_tokens

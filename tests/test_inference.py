@@ -12,11 +12,12 @@ from typing import Any, Protocol
 
 import pytest
 
-from streamapp.inference import InferenceEngine, ModelFailure, Outcome
+from streamapp.inference import BatchTiming, InferenceEngine, ModelFailure, Outcome
 from streamapp.records import Reason
 from streamapp.stats import (
     CATEGORY,
     PATH,
+    BatchReport,
     BatchTally,
     WorkerStats,
     merge_counts,
@@ -101,7 +102,8 @@ class ScorerModel:
     def __init__(self, scorer: PairScorer) -> None:
         self.scorer = scorer
 
-    def run(self, requests: Sequence[dict[str, Any]]) -> list[Outcome]:
+    def run(self, requests: Sequence[dict[str, Any]],
+            timing: BatchTiming | None = None) -> list[Outcome]:
         return list(self.scorer.predict([r["input"] for r in requests],
                                         [r["baseSkuName"] for r in requests]))
 
@@ -336,6 +338,14 @@ def test_merge_counts() -> None:
     assert merge_counts({}, {}) == {}
 
 
+def report(size: int, predicted: int, model_seconds: float) -> BatchReport:
+    return BatchReport(
+        finished_at=time.time(), size=size, predicted=predicted, matched=0,
+        failed=size - predicted, model_name="m", model_version="1", queue_ms=[],
+        end_to_end_ms=[], preprocess_s=0.0, process_s=model_seconds, batch_s=model_seconds,
+        tokens=0, padded_tokens=0, counts=[])
+
+
 def test_worker_stats_snapshot() -> None:
     empty = WorkerStats().snapshot()
     assert empty["batches"] == 0
@@ -343,9 +353,9 @@ def test_worker_stats_snapshot() -> None:
     assert empty["records_per_second"] == 0.0
 
     stats = WorkerStats()
-    stats.on_batch(10, predicted=9, compute_seconds=0.5)
-    stats.on_batch(30, predicted=30, compute_seconds=0.25)
-    stats.on_dead_letter()
+    stats.on_batch(report(10, predicted=9, model_seconds=0.5))
+    stats.on_batch(report(30, predicted=30, model_seconds=0.25))
+    stats.on_dead_letter("comments:0:1", "invalid_json", "not JSON")
     snap = stats.snapshot()
     assert snap["batches"] == 2
     assert snap["records"] == 40

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import EventT, StreamT, TopicT
 
 from streamapp.inference import BatchTiming, ModelFailure
 from streamapp.records import (
@@ -60,9 +60,8 @@ async def send_dead_letter(
     value, is_base64 = original_value(raw)
     letter = DeadLetter(id=record_id, reason=reason, error=error, value=value,
                         value_base64=is_base64, source_ts=source_ts, failed_at=_now_ms())
-    await app.dlq_topic.send(key=record_id.encode(), value=letter.model_dump_json().encode())
-    await app.stats_topic.send(key=stats_key(DEAD_LETTER, reason).encode(),
-                               value=orjson.dumps({"seen": 1}))
+    await produce(app, app.dlq_topic, record_id, letter.model_dump_json().encode())
+    await produce(app, app.stats_topic, stats_key(DEAD_LETTER, reason), b'{"seen":1}')
     app.worker_stats.on_dead_letter(record_id, reason, error)
 
 
@@ -74,27 +73,53 @@ def _fatal(exc: BaseException) -> None:
     os._exit(EXIT_UNEXPECTED)
 
 
-async def ingest_one(app: StreamApp, event: EventT) -> None:
-    """Decode and validate one comment; valid ones go to the inference topic."""
+Decoded = tuple[str, int | None, Comment]  # comment id, source timestamp (ms), comment
+
+
+def event_id(event: EventT) -> str:
     msg = event.message
-    record_id = comment_id(msg.topic, msg.partition, msg.offset)
-    source_ts = _source_ts(event)
+    return comment_id(msg.topic, msg.partition, msg.offset)
+
+
+def decode_source(app: StreamApp, event: EventT) -> Decoded:
+    """A record of the comment topic: decode and validate (raises RejectedRecord)."""
     settings = app.settings
+    comment = decode_comment(event.value, input_format=settings.input_format,
+                             separator=settings.separator,
+                             max_review_chars=settings.max_review_chars)
+    return event_id(event), _source_ts(event), comment
+
+
+def decode_fanned_out(app: StreamApp, event: EventT) -> Decoded:
+    """A record of the inference topic, written by the ingest agent."""
     try:
-        comment = decode_comment(event.value, input_format=settings.input_format,
-                                 separator=settings.separator,
-                                 max_review_chars=settings.max_review_chars)
+        payload = orjson.loads(event.value)
+        return payload["id"], payload.get("ts"), Comment.model_validate(payload["comment"])
+    except Exception as exc:  # only a foreign producer writes anything else here
+        raise RejectedRecord(Reason.INVALID_JSON,
+                             f"not a streamapp inference record: {exc}") from None
+
+
+async def ingest_one(app: StreamApp, event: EventT) -> None:
+    """Fan-out mode: decode and validate one comment; valid ones go to the inference topic."""
+    try:
+        record_id, source_ts, comment = decode_source(app, event)
     except RejectedRecord as rejected:
-        await send_dead_letter(app, record_id, rejected.reason, rejected.error, event.value,
-                               source_ts)
+        await send_dead_letter(app, event_id(event), rejected.reason, rejected.error,
+                               event.value, _source_ts(event))
         return
     payload = {"id": record_id, "ts": source_ts, "comment": comment.model_dump()}
-    await app.inference_topic.send(key=record_id.encode(), value=orjson.dumps(payload))
+    await produce(app, app.inference_topic, record_id, orjson.dumps(payload))
 
 
-def _decode_inference(event: EventT) -> tuple[str, int | None, Comment]:
-    payload = orjson.loads(event.value)
-    return payload["id"], payload.get("ts"), Comment.model_validate(payload["comment"])
+async def produce(app: StreamApp, topic: TopicT, key: str, value: bytes) -> None:
+    """Hand one message to the producer (Faust flushes it before committing offsets).
+
+    Straight to the transport producer: the values are already bytes, so Faust's per-message
+    serializing and future bookkeeping in Topic.send would be pure overhead here.
+    """
+    await app.producer.send(topic.get_topic_name(), key.encode(), value, partition=None,
+                            timestamp=None, headers=None)
 
 
 def _request(comment: Comment) -> dict[str, Any]:
@@ -102,20 +127,18 @@ def _request(comment: Comment) -> dict[str, Any]:
     return {**comment.model_dump(), "input": comment.reviewBody}
 
 
-async def infer_batch(app: StreamApp, events: Sequence[EventT]) -> None:
+async def infer_batch(app: StreamApp, events: Sequence[EventT],
+                      decode: Callable[[StreamApp, EventT], Decoded]) -> None:
     """Score one micro-batch and produce a result or dead letter for every record in it."""
     started = time.time()
     model = app.models.current  # one version for the whole batch, even across a hot swap
-    items: list[tuple[str, int | None, Comment]] = []
+    items: list[Decoded] = []
     for event in events:
         try:
-            items.append(_decode_inference(event))
-        except Exception as exc:  # only a foreign producer writes anything else here
-            msg = event.message
-            await send_dead_letter(app, comment_id(msg.topic, msg.partition, msg.offset),
-                                   Reason.INVALID_JSON,
-                                   f"not a streamapp inference record: {exc}", event.value,
-                                   _source_ts(event))
+            items.append(decode(app, event))
+        except RejectedRecord as rejected:
+            await send_dead_letter(app, event_id(event), rejected.reason, rejected.error,
+                                   event.value, _source_ts(event))
     timing = BatchTiming()
     outcomes = await app.engine.score(model, [_request(c) for _, _, c in items], timing)
     finished = time.time()
@@ -151,11 +174,10 @@ async def infer_batch(app: StreamApp, events: Sequence[EventT]) -> None:
                 compute_ms=compute_ms, batch_size=len(items),
                 predicted_at=int(finished * 1000)),
         )
-        await app.results_topic.send(key=record_id.encode(),
-                                     value=result.model_dump_json().encode())
+        await produce(app, app.results_topic, record_id, result.model_dump_json().encode())
     counts = tally.items()
     for key, delta in counts:
-        await app.stats_topic.send(key=key.encode(), value=orjson.dumps(delta))
+        await produce(app, app.stats_topic, key, orjson.dumps(delta))
     app.worker_stats.on_batch(BatchReport(
         finished_at=time.time(), size=len(items), predicted=predicted, matched=matched,
         failed=len(items) - predicted, model_name=model.name, model_version=model.version,
@@ -168,21 +190,34 @@ def register(app: StreamApp) -> None:
     settings = app.settings
     within = max(settings.batch_wait_ms, 1) / 1000.0  # 0 would make Faust wait for a full batch
 
-    @app.agent(app.comments_topic, name="ingest")
-    async def ingest(stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            try:
-                await ingest_one(app, event)
-            except Exception as exc:
-                _fatal(exc)
+    if settings.fanout:
+        @app.agent(app.comments_topic, name="ingest")
+        async def ingest(stream: StreamT[Any]) -> None:
+            async for event in stream.events():
+                try:
+                    await ingest_one(app, event)
+                except Exception as exc:
+                    _fatal(exc)
 
-    @app.agent(app.inference_topic, name="infer")
+    # Fan-out: batches of the inference topic. Direct: batches of the comment topic itself,
+    # decoded in the batch (one Kafka hop less per comment).
+    source, decode = ((app.inference_topic, decode_fanned_out) if settings.fanout
+                      else (app.comments_topic, decode_source))
+
+    @app.agent(source, name="infer")
     async def infer(stream: StreamT[Any]) -> None:
         async for events in stream.take_events(settings.batch_size, within=within):
             try:
-                await infer_batch(app, events)
+                await infer_batch(app, events, decode)
             except Exception as exc:
                 _fatal(exc)
+
+    @app.task
+    async def declare_output_topics() -> None:
+        # Faust creates the topics it consumes; these it only produces to. (A cluster that
+        # forbids topic creation needs them created beforehand, as docker-compose.yml does.)
+        for topic in (app.results_topic, app.dlq_topic):
+            await topic.maybe_declare()
 
     @app.agent(app.stats_topic, name="tally")
     async def tally(stream: StreamT[Any]) -> None:

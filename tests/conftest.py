@@ -43,7 +43,9 @@ def start_worker(broker: EmbeddedBroker, tiny_model: Path,
     """Start `faust -A streamapp worker` processes on the test broker; all stop at teardown."""
     workers: list[WorkerProcess] = []
 
-    def start(wait: bool = True, **settings: Any) -> WorkerProcess:
+    def start(wait: bool = True, ready_topic: str = "streamapp-inference",
+              **settings: Any) -> WorkerProcess:
+        """Start a worker; with `wait`, return once it holds partitions of `ready_topic`."""
         n = len(workers)
         env = {
             "broker": broker.url,
@@ -57,7 +59,7 @@ def start_worker(broker: EmbeddedBroker, tiny_model: Path,
         worker = WorkerProcess(env, tmp_path / f"worker-{n}.log").start()
         workers.append(worker)
         if wait:
-            worker.wait_ready(timeout=120, topic=f"{env.get('app_id', 'streamapp')}-inference")
+            worker.wait_ready(timeout=120, topic=ready_topic)
         return worker
 
     yield start

@@ -14,8 +14,8 @@ def test_every_setting_is_in_the_readme_table_with_its_default() -> None:
             if line.startswith("| `STREAMAPP_")}
     for name, default, _ in Settings.describe():
         assert name in rows, f"{name} is not documented in README.md"
-        if default and default not in ("None", "False"):
-            shown = default.removesuffix(".0")
+        if default and default != "None":
+            shown = {"True": "true", "False": "false"}.get(default, default.removesuffix(".0"))
             assert f"`{shown}`" in rows[name], f"{name}: README does not show default {default}"
     documented = set(rows)
     assert documented == {n for n, _, _ in Settings.describe()}, "README lists unknown settings"

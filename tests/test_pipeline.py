@@ -47,10 +47,12 @@ def category_totals(workers: list[WorkerProcess]) -> Counter[str]:
     return totals
 
 
+@pytest.mark.parametrize("fanout", ["true", "false"])
 def test_every_comment_gets_one_result_or_one_dead_letter(
-    broker: EmbeddedBroker, start_worker: StartWorker
+    broker: EmbeddedBroker, start_worker: StartWorker, fanout: str
 ) -> None:
-    worker = start_worker()
+    source = "streamapp-inference" if fanout == "true" else "comments"
+    worker = start_worker(fanout=fanout, ready_topic=source)
     rows = demo_rows(160, seed=11)
     json_rows, delimited_rows = rows[:120], rows[120:]
     values = [orjson.dumps(r) for r in json_rows] + [

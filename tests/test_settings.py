@@ -49,6 +49,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "results_topic": ("matches", "matches"),
     "dlq_topic": ("dead", "dead"),
     "partitions": ("12", 12),
+    "fanout": ("false", False),
     "model": ("/models/sku-v3", Path("/models/sku-v3")),
     "demo_model_dir": ("/tmp/demo", Path("/tmp/demo")),
     "device": ("cuda:1", "cuda:1"),

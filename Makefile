@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 9092
 
-.PHONY: install run test lint broker worker demo-model clean
+.PHONY: install run test lint bench broker worker demo-model clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check streamapp tests
+
+# The benchmark suite (not part of `make test`): BENCHMARKS.md and bench/results.json.
+# QUICK=1 runs small counts once, to check the suite itself.
+bench: install
+	$(BIN)/streamapp bench $(if $(QUICK),--quick --runs 1,)
 
 broker: install
 	$(BIN)/streamapp broker --port $(PORT)

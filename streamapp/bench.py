@@ -1,28 +1,39 @@
-"""Benchmarks: the model alone, the seed's per-record pattern, and the whole pipeline.
+"""`make bench`: the model alone, the seed's per-record pattern, and the whole pipeline.
 
 Every figure comes from real parts: the real loading code, a real broker process and a real
-worker process. `make bench` runs them all in one go and writes BENCHMARKS.md.
+worker process, on the same machine in one run, so the ratios between them mean something on
+a shared, noisy machine. Writes BENCHMARKS.md and bench/results.json.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import torch
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import follow, produce
+from streamapp.clients import bootstrap_servers, follow, open_producer, produce, send_all
 from streamapp.processes import WorkerProcess
+
+NULL_HANDLER = "streamapp.handlers.null:ConstantInfer"
+BERT_BASE = {"vocab_size": 21128, "hidden_size": 768, "num_hidden_layers": 12,
+             "num_attention_heads": 12, "intermediate_size": 3072}
 
 
 def load_comments(path: Path | None, count: int) -> list[dict[str, Any]]:
-    """Comments from a JSON Lines file (labels dropped), else from the project's generator."""
+    """Comments from a JSON Lines file (labels kept), else from the project's generator."""
     if path is not None and path.exists():
         rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
     else:
@@ -31,18 +42,48 @@ def load_comments(path: Path | None, count: int) -> list[dict[str, Any]]:
         rows = list(generate_comments(count, seed=2024))
     while len(rows) < count:
         rows += rows[: count - len(rows)]
-    rows = rows[:count]
-    for row in rows:
-        row.pop("label", None)
-    return rows
+    return rows[:count]
+
+
+def comment_values(rows: Sequence[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps({k: v for k, v in r.items() if k != "label"}) for r in rows]
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return round(statistics.median(measure() for _ in range(runs)), 2)
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+def bert_base_shape(out_dir: Path, demo_dir: Path) -> Path:
+    """A BERT-base-shaped pair classifier with random weights (speed only), made once."""
+    if (out_dir / "config.json").exists():
+        return out_dir
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    vocab = (demo_dir / "vocab.txt").read_text().split("\n")
+    vocab = [v for v in vocab if v]
+    vocab += [f"[unused{i}]" for i in range(BERT_BASE["vocab_size"] - len(vocab))]
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(tmp / "vocab.txt"), tokenize_chinese_chars=True)
+    torch.manual_seed(0)
+    config = BertConfig(**BERT_BASE, num_labels=2, streamapp_model_name="bert-base-shape",
+                        streamapp_model_version="random")
+    BertForSequenceClassification(config).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out_dir)
+    return out_dir
 
 
 def model_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: int,
-                  threads: int | None = None) -> float:
+                  quantize: bool = False) -> float:
     """Tokenize + forward in a tight batched loop: sequences per second."""
     from streamapp.model.classifier import SkuMatchClassifier
 
-    model = SkuMatchClassifier.load(model_dir, num_threads=threads)
+    model = SkuMatchClassifier.load(model_dir, quantize=quantize)
     reviews = [str(r["reviewBody"]) for r in rows]
     skus = [str(r["baseSkuName"]) for r in rows]
     model.predict(reviews[:batch_size], skus[:batch_size])  # warm-up
@@ -52,36 +93,84 @@ def model_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: i
     return len(rows) / (time.perf_counter() - started)
 
 
-def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
-               settings: dict[str, str] | None = None, timeout: float = 600.0) -> dict[str, Any]:
-    """Produce `rows` to a fresh broker, one worker predicts, read every result back.
+def per_record(model_dir: Path, rows: Sequence[dict[str, Any]]) -> float:
+    """The seed's pattern: one process() per comment, padded to max_length: seq/s."""
+    from streamapp.model.classifier import SkuMatchClassifier
 
-    The worker is up and holds its partitions before the first comment is produced, so the
-    figure is the steady pipeline, not the start-up.
-    """
+    model = SkuMatchClassifier.load(model_dir)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for row in rows:
+            batch = model.tokenize([str(row["reviewBody"])], [str(row["baseSkuName"])],
+                                   pad_to_max=True)
+            model.probabilities(batch)
+    return len(rows) / (time.perf_counter() - started)
+
+
+def agreement(model_dir: Path, rows: Sequence[dict[str, Any]], threshold: float = 0.5,
+              batch_size: int = 64) -> dict[str, float]:
+    """int8 against fp32 on the same comments: label agreement, and each one's accuracy."""
+    from streamapp.model.classifier import SkuMatchClassifier
+
+    reviews = [str(r["reviewBody"]) for r in rows]
+    skus = [str(r["baseSkuName"]) for r in rows]
+    labels = [int(r.get("label", -1)) for r in rows]
+    scores = {}
+    for quantize in (False, True):
+        model = SkuMatchClassifier.load(model_dir, quantize=quantize)
+        scores[quantize] = [s for i in range(0, len(rows), batch_size)
+                            for s in model.predict(reviews[i:i + batch_size],
+                                                   skus[i:i + batch_size])]
+    fp32 = [s >= threshold for s in scores[False]]
+    int8 = [s >= threshold for s in scores[True]]
+
+    def accuracy(predicted: list[bool]) -> float:
+        return round(sum(p == (y == 1) for p, y in zip(predicted, labels, strict=True))
+                     / len(rows), 4)
+
+    return {"agreement": round(sum(a == b for a, b in zip(fp32, int8, strict=True))
+                               / len(rows), 4),
+            "fp32_accuracy": accuracy(fp32), "int8_accuracy": accuracy(int8)}
+
+
+# --- the pipeline ------------------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    """A fresh broker and one worker, ready (holding its partitions) before anything is sent."""
+
+    broker: EmbeddedBroker
+    worker: WorkerProcess
+
+
+@contextlib.contextmanager
+def running_pipeline(model_dir: Path, settings: dict[str, str] | None = None,
+                     preload: Sequence[bytes] = ()) -> Iterator[Pipeline]:
+    """`preload` comments are produced before the worker starts (a backlog)."""
     with tempfile.TemporaryDirectory(prefix="streamapp-bench-") as tmp, \
             EmbeddedBroker(free_port()) as broker:
+        if preload:
+            asyncio.run(produce(broker.url, "comments", preload))
         env = {"broker": broker.url, "model": str(model_dir), "datadir": f"{tmp}/data",
-               "web_port": str(free_port()), "log_level": "warning", **(settings or {})}
+               "web_port": str(free_port()), "log_level": "warning", "reload_interval_s": "0",
+               **(settings or {})}
+        source = "streamapp-inference" if env.get("fanout", "true") == "true" else "comments"
         with WorkerProcess(env, Path(tmp) / "worker.log", log_level="warning") as worker:
-            worker.wait_ready(timeout=180, topic="streamapp-inference")
-            values = [orjson.dumps(r) for r in rows]
-            started = time.time()
-            asyncio.run(produce(broker.url, "comments", values))
-            latencies, last = asyncio.run(_read_results(broker.url, len(rows), timeout))
-            stats = worker.stats()
-        seconds = last - started
-        return {
-            "records": len(rows),
-            "seconds": round(seconds, 3),
-            "records_per_second": round(len(rows) / seconds, 1),
-            "latency_ms_p50": _percentile(latencies, 50),
-            "latency_ms_p99": _percentile(latencies, 99),
-            "mean_batch_size": stats["agents"]["mean_batch_size"],
-        }
+            worker.wait_ready(timeout=300, topic=source)
+            yield Pipeline(broker, worker)
 
 
-async def _read_results(broker: str, expected: int, timeout: float) -> tuple[list[float], float]:
+def _rss_mb(worker: WorkerProcess) -> float:
+    import psutil
+
+    assert worker.proc is not None
+    return round(psutil.Process(worker.proc.pid).memory_info().rss / 2**20, 1)
+
+
+async def _results(broker: str, expected: int, timeout: float,
+                   on_record: Callable[[], None] | None = None) -> tuple[list[float], float]:
+    """Read results until `expected` distinct ids: (end-to-end latencies ms, last arrival)."""
     seen: set[bytes] = set()
     latencies: list[float] = []
     last = time.time()
@@ -94,17 +183,322 @@ async def _read_results(broker: str, expected: int, timeout: float) -> tuple[lis
         if record.key in seen:
             continue
         seen.add(record.key or b"")
-        value = orjson.loads(record.value)
-        timing = value.get("timing")
+        timing = orjson.loads(record.value).get("timing")
         if timing and timing.get("source_ts"):
             latencies.append(timing["predicted_at"] - timing["source_ts"])
         last = record.timestamp / 1000.0
+        if on_record is not None:
+            on_record()
     if len(seen) < expected:
         raise TimeoutError(f"only {len(seen)} of {expected} results after {timeout:.0f}s")
     return latencies, last
 
 
-def _percentile(values: Sequence[float], pct: float) -> float:
-    if not values:
-        return 0.0
-    return round(statistics.quantiles(values, n=100, method="inclusive")[int(pct) - 1], 1)
+def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
+               settings: dict[str, str] | None = None, timeout: float = 900.0,
+               sample_rss: bool = False) -> dict[str, Any]:
+    """All comments produced at once to a fresh broker; records/s from first in to last out."""
+    values = comment_values(rows)
+    with running_pipeline(model_dir, settings) as pipe:
+        idle_rss = _rss_mb(pipe.worker) if sample_rss else None
+        peak = [0.0]
+        ticks = [0]
+
+        def sample() -> None:
+            ticks[0] += 1
+            if sample_rss and ticks[0] % 500 == 0:
+                peak[0] = max(peak[0], _rss_mb(pipe.worker))
+
+        started = time.time()
+        asyncio.run(produce(pipe.broker.url, "comments", values))
+        _, last = asyncio.run(_results(pipe.broker.url, len(values), timeout, sample))
+        stats = pipe.worker.stats()
+        loaded_rss = _rss_mb(pipe.worker) if sample_rss else None
+    seconds = last - started
+    agents = stats["agents"]
+    return {
+        "records": len(values),
+        "seconds": round(seconds, 3),
+        "records_per_second": round(len(values) / seconds, 1),
+        "mean_batch_size": agents["mean_batch_size"],
+        "batch_compute_ms": round(1000 * agents["model_seconds"] / max(agents["batches"], 1),
+                                  2),
+        "rss_mb": {"idle": idle_rss, "peak_under_load": max(peak[0], loaded_rss or 0.0)}
+        if sample_rss else None,
+    }
+
+
+def latency_at_rate(model_dir: Path, rows: Sequence[dict[str, Any]], rate: float,
+                    seconds: float, settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """Comments at a steady `rate` per second: end-to-end latency percentiles (ms)."""
+    count = max(int(rate * seconds), 10)
+    values = comment_values([rows[i % len(rows)] for i in range(count)])
+    tick = 0.05
+    per_tick = max(rate * tick, 1.0)
+
+    async def feed(broker: str) -> None:
+        async with open_producer(broker) as producer:
+            sent = 0.0
+            started = time.monotonic()
+            while int(sent) < count:
+                target = min(count, int((time.monotonic() - started) / tick * per_tick) + 1)
+                if target > int(sent):
+                    await send_all(producer, "comments", values[int(sent):target])
+                    sent = target
+                await asyncio.sleep(tick / 2)
+
+    async def run(broker: str) -> list[float]:
+        reader = asyncio.create_task(_results(broker, count, seconds * 4 + 60))
+        await feed(broker)
+        latencies, _ = await reader
+        return latencies
+
+    with running_pipeline(model_dir, settings) as pipe:
+        latencies = asyncio.run(run(pipe.broker.url))
+        stats = pipe.worker.stats()["agents"]
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"rate": round(rate, 1), "records": count,
+            "p50_ms": round(quantiles[49], 1), "p95_ms": round(quantiles[94], 1),
+            "p99_ms": round(quantiles[98], 1), "mean_batch_size": stats["mean_batch_size"],
+            "batch_compute_ms": round(1000 * stats["model_seconds"] / max(stats["batches"], 1),
+                                      2)}
+
+
+def backlog_memory(model_dir: Path, rows: Sequence[dict[str, Any]], backlog: int,
+                   settings: dict[str, str] | None = None,
+                   seconds: float = 20.0) -> dict[str, float]:
+    """RSS of a worker started on a backlog of `backlog` comments (a slow model: the backlog
+    stays), sampled every second."""
+    values = comment_values([rows[i % len(rows)] for i in range(backlog)])
+    with running_pipeline(model_dir, settings, preload=values) as pipe:
+        samples = []
+        for _ in range(int(seconds)):
+            time.sleep(1.0)
+            samples.append(_rss_mb(pipe.worker))
+        done = pipe.worker.stats()["agents"]["records"]
+    return {"backlog": backlog, "rss_mb_max": max(samples), "rss_mb_last": samples[-1],
+            f"processed_in_{int(seconds)}s": done}
+
+
+def raw_aiokafka(rows: Sequence[dict[str, Any]]) -> float:
+    """A plain consume-decode-produce-commit loop on the same broker: records/s."""
+    from aiokafka import AIOKafkaConsumer
+
+    values = comment_values(rows)
+
+    async def run(broker: str) -> float:
+        await produce(broker, "comments", values)
+        consumer = AIOKafkaConsumer("comments", bootstrap_servers=bootstrap_servers(broker),
+                                    group_id="raw-bench", enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=100)
+        await consumer.start()
+        done = 0
+        try:
+            async with open_producer(broker) as producer:
+                started = time.perf_counter()
+                while done < len(values):
+                    batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                    for tp, records in batches.items():
+                        for record in records:
+                            comment = orjson.loads(record.value)
+                            result = {"id": f"{tp.topic}:{tp.partition}:{record.offset}",
+                                      "match": True, "score": 0.5,
+                                      "baseSkuName": comment["baseSkuName"]}
+                            await producer.send("raw-results", orjson.dumps(result),
+                                                key=result["id"].encode())
+                            done += 1
+                    await producer.flush()
+                    await consumer.commit()
+                return done / (time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+
+    with EmbeddedBroker(free_port()) as broker:
+        return asyncio.run(run(broker.url))
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)
+            if torch.cuda.is_available() else None}
+
+
+def write_report(results: dict[str, Any], out_md: Path, out_json: Path) -> None:
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    out_md.write_text(render_markdown(results))
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{r['command']}` on {r['date']}: {m['cpu']}, {m['cores']} cores, "
+        f"Python {m['python']}, torch {m['torch']}, GPU: {m['gpu'] or 'none'}. "
+        f"Comments: {r['comments_source']}. Medians of {r['runs']} runs unless noted. "
+        "All figures of one table come from the same run on the same machine; the machine "
+        "is shared and noisy, so compare ratios, not absolute figures across runs.",
+        "",
+        "## Ratios",
+        "",
+        "| ratio | value | goal |",
+        "| --- | --- | --- |",
+    ]
+    goals = {"e2e_over_model_ceiling": ">= 0.95", "batched_over_per_record": ">= 1.5",
+             "null_pipeline_over_raw_aiokafka": ">= 0.5"}
+    for name, value in r["ratios"].items():
+        lines.append(f"| `{name}` | {value} | {goals.get(name, '')} |")
+    lines += ["", "## Throughput", "", "| measure | " + " | ".join(r["models"]) + " |",
+              "| --- |" + " --- |" * len(r["models"])]
+    for key, label in (("model_ceiling", "1. model alone, batched (seq/s)"),
+                       ("end_to_end", "2. end to end, one worker (records/s)"),
+                       ("per_record", "3. seed pattern, one call per comment (seq/s)"),
+                       ("int8_ceiling", "model alone, int8 dynamic (seq/s)")):
+        cells = [str(r["per_model"][name].get(key, "")) for name in r["models"]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## The pipeline without a model", "",
+              "| measure | records/s |", "| --- | --- |"]
+    for key, value in r["pipeline"].items():
+        lines.append(f"| {key} | {value} |")
+    lines += ["", "## Latency, memory, loader", "", "```json",
+              json.dumps({k: r[k] for k in ("latency", "memory", "int8_agreement", "padding",
+                                              "loader") if k in r},
+                         indent=2, ensure_ascii=False), "```", ""]
+    return "\n".join(lines)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- all of it ---------------------------------------------------------------------------
+
+SHARED_COMMENTS = Path("../shared/data/comments.jsonl")
+
+
+def padding(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: int = 64,
+            max_tokens: int = 64) -> dict[str, float]:
+    """Share of padding tokens in a batch: the seed's max_length padding vs padding to the
+    longest pair of each batch (what streamapp does)."""
+    from streamapp.model.classifier import SkuMatchClassifier
+
+    model = SkuMatchClassifier.load(model_dir)
+    fractions = {}
+    for label, pad_to_max in (("seed_max_length", True), ("longest_in_batch", False)):
+        real = padded = 0
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            mask = model.tokenize([str(r["reviewBody"]) for r in chunk],
+                                  [str(r["baseSkuName"]) for r in chunk],
+                                  pad_to_max=pad_to_max)["attention_mask"]
+            real += int(mask.sum())
+            padded += mask.numel()
+        fractions[label] = round(1 - real / padded, 4)
+    return fractions
+
+
+def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str], None],
+            models_dir: Path = Path("var/models")) -> dict[str, Any]:
+    from streamapp.model.demo import build_demo_model
+
+    demo = models_dir / "demo"
+    if not (demo / "config.json").exists():
+        build_demo_model(demo, log=log)
+    base = bert_base_shape(models_dir / "bert-base-shape", demo)
+    source = comments if comments is not None and comments.exists() else None
+    rows = load_comments(source, 5000)
+    sizes = {"demo": (demo, 1000 if quick else 5000, 200 if quick else 1000),
+             "bert-base-shape": (base, 64 if quick else 384, 32 if quick else 96)}
+    per_model: dict[str, dict[str, Any]] = {}
+    for name, (path, count, per_record_count) in sizes.items():
+        subset = rows[:count]
+        log(f"{name}: model alone")
+        figures: dict[str, Any] = {
+            "model_ceiling": median_of(runs, lambda p=path, s=subset: model_ceiling(p, s, 64)),
+            "int8_ceiling": median_of(runs, lambda p=path, s=subset: model_ceiling(
+                p, s, 64, quantize=True)),
+            "per_record": median_of(runs, lambda p=path, n=per_record_count: per_record(
+                p, rows[:n])),
+        }
+        log(f"{name}: end to end")
+        e2e_runs = [end_to_end(path, subset, sample_rss=(name == "demo")) for _ in range(runs)]
+        figures["end_to_end"] = round(statistics.median(r["records_per_second"]
+                                                        for r in e2e_runs), 2)
+        figures["end_to_end_runs"] = e2e_runs
+        per_model[name] = figures
+        log(f"{name}: {figures['model_ceiling']} seq/s alone, {figures['end_to_end']} "
+            f"records/s end to end")
+
+    null_count = 4000 if quick else 20_000
+    log("pipeline without a model")
+    pipeline = {
+        f"4. null model, fan-out, {null_count} comments": round(statistics.median(
+            end_to_end(demo, rows[:null_count] if null_count <= len(rows) else
+                       load_comments(source, null_count),
+                       settings={"handler": NULL_HANDLER, "batch_size": "512"}
+                       )["records_per_second"] for _ in range(runs)), 1),
+        f"4. null model, direct (one hop), {null_count} comments": round(statistics.median(
+            end_to_end(demo, load_comments(source, null_count),
+                       settings={"handler": NULL_HANDLER, "batch_size": "512",
+                                 "fanout": "false"})["records_per_second"]
+            for _ in range(runs)), 1),
+        f"5. raw aiokafka loop, {null_count} comments": median_of(
+            runs, lambda: raw_aiokafka(load_comments(source, null_count))),
+    }
+    fanout_null, direct_null, raw = pipeline.values()
+    demo_rate = per_model["demo"]["end_to_end"]
+    log("latency at half load")
+    latency = latency_at_rate(demo, rows, rate=demo_rate / 2, seconds=10 if quick else 30)
+    latency["goal_ms"] = round(50 + 2 * latency["batch_compute_ms"], 1)
+    log("memory under a backlog")
+    memory = {"demo_end_to_end": per_model["demo"]["end_to_end_runs"][0]["rss_mb"],
+              "bert_base_backlog": backlog_memory(base, rows, 5000 if quick else 50_000,
+                                                  seconds=10 if quick else 20)}
+    log("int8 agreement")
+    results: dict[str, Any] = {
+        "date": now(), "machine": machine(),
+        "command": "make bench" if not quick else "make bench QUICK=1",
+        "comments_source": str(source) if source else "streamapp.synthetic (shared/ absent)",
+        "runs": runs, "models": list(sizes),
+        "per_model": per_model, "pipeline": pipeline, "latency": latency, "memory": memory,
+        "int8_agreement": {"demo": agreement(demo, rows[:1000 if quick else 5000])},
+        "padding": padding(demo, rows[:2000]),
+    }
+    base_figures = per_model["bert-base-shape"]
+    results["ratios"] = {
+        "e2e_over_model_ceiling": round(base_figures["end_to_end"]
+                                        / base_figures["model_ceiling"], 3),
+        "batched_over_per_record": round(base_figures["model_ceiling"]
+                                         / base_figures["per_record"], 3),
+        "null_pipeline_over_raw_aiokafka": round(max(fanout_null, direct_null) / raw, 3),
+        "demo_e2e_over_model_ceiling": round(per_model["demo"]["end_to_end"]
+                                             / per_model["demo"]["model_ceiling"], 3),
+        "demo_batched_over_per_record": round(per_model["demo"]["model_ceiling"]
+                                              / per_model["demo"]["per_record"], 3),
+        "fanout_over_direct_null_pipeline": round(fanout_null / direct_null, 3),
+        "int8_over_fp32_bert_base": round(base_figures["int8_ceiling"]
+                                          / base_figures["model_ceiling"], 3),
+    }
+    try:
+        from streamapp.bench_loader import measure_loader
+
+        log("loader")
+        with EmbeddedBroker(free_port()) as broker:
+            results["loader"] = measure_loader(broker.url, 50_000 if quick else 200_000)
+    except ImportError:
+        pass
+    return results

@@ -97,7 +97,10 @@ def run_broker_foreground(port: int) -> int:
           flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        broker.stop()
+        # Only signal the child here: the main thread is inside proc.wait(), and a second
+        # wait from a handler on the same thread would deadlock on Popen's lock.
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.proc.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

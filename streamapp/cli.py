@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -62,8 +64,6 @@ def demo(port: int, rate: float) -> None:
 
 
 # Commands below: loader, clients, sink and schemas.
-from collections.abc import Callable  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
     from streamapp.settings import Settings
@@ -159,8 +159,9 @@ def _comment_options(command: Callable[..., None]) -> Callable[..., None]:
                      help="category levels, top first; repeatable (at most 5)"),
         click.option("--format", "output_format", type=click.Choice(["json", "delimited"]),
                      default="json", show_default=True, help="encoding of a comment from fields"),
-        click.option("--separator", default=",", show_default=True,
-                     help="column separator of delimited comments"),
+        click.option("--separator",
+                     help="column separator of delimited comments "
+                          "[default: STREAMAPP_SEPARATOR, as the worker reads them, or ,]"),
         click.option("--raw", is_flag=True,
                      help="send as given, unchecked (to see a dead letter on purpose)"),
         click.option("--topic", help="[default: STREAMAPP_COMMENTS_TOPIC or comments]"),
@@ -170,7 +171,7 @@ def _comment_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _read_comment(settings: Settings, sku: str | None, review: str | None,
-                  categories: tuple[str, ...], output_format: str, separator: str,
+                  categories: tuple[str, ...], output_format: str, separator: str | None,
                   raw: bool) -> bytes:
     from streamapp.clients import comment_value
     from streamapp.records import RejectedRecord
@@ -185,8 +186,10 @@ def _read_comment(settings: Settings, sku: str | None, review: str | None,
         text = sys.stdin.read()
     try:
         return comment_value(sku=sku, review=review, categories=categories, text=text,
-                             output_format=output_format, separator=separator,
-                             check=not raw, max_review_chars=settings.max_review_chars)
+                             output_format=output_format,
+                             separator=separator or settings.separator,
+                             input_format=settings.input_format, check=not raw,
+                             max_review_chars=settings.max_review_chars)
     except (RejectedRecord, ValueError) as exc:
         reason = getattr(exc, "reason", "invalid")
         click.echo(f"not sent: {reason}: {exc} (--raw sends it anyway)", err=True)
@@ -196,7 +199,7 @@ def _read_comment(settings: Settings, sku: str | None, review: str | None,
 @main.command()
 @_comment_options
 def send(sku: str | None, review: str | None, categories: tuple[str, ...], output_format: str,
-         separator: str, raw: bool, topic: str | None) -> None:
+         separator: str | None, raw: bool, topic: str | None) -> None:
     """Send one comment; prints its id (topic:partition:offset), the key of its prediction.
 
     \b
@@ -267,7 +270,8 @@ def tail(dead_letters: bool, category: str | None, match: bool | None, from_begi
               show_default=True, help="seconds to wait for the prediction")
 @click.option("--json", "as_json", is_flag=True, help="print the message as JSON")
 def ask(sku: str | None, review: str | None, categories: tuple[str, ...], output_format: str,
-        separator: str, raw: bool, topic: str | None, timeout: float, as_json: bool) -> None:
+        separator: str | None, raw: bool, topic: str | None, timeout: float,
+        as_json: bool) -> None:
     """Send one comment and print its prediction (or its dead letter) when it comes.
 
     Exit status: 0 predicted, 1 dead-lettered, 2 not sent (invalid), 3 no answer in time.
@@ -351,6 +355,7 @@ def sink(db_url: str, table: str, group: str, batch_size: int,
             loop.add_signal_handler(signum, stopping.append, signum)
         stats = await run_sink(settings.broker, db, topic=settings.results_topic, group=group,
                                batch_size=batch_size, idle_timeout=idle_timeout,
+                               session_timeout=settings.session_timeout_s,
                                stop=lambda: bool(stopping))
         click.echo(f"wrote {stats.written} results to {table} in {stats.batches} batches"
                    f" (skipped {stats.skipped} that were not results)")
@@ -363,6 +368,24 @@ def sink(db_url: str, table: str, group: str, batch_size: int,
             asyncio.run(run())
     finally:
         db.close()
+
+
+@main.command()
+@click.option("--comments", type=click.Path(path_type=Path), default=Path(
+    "../shared/data/comments.jsonl"), show_default=True,
+    help="JSON Lines comments to use (the project's generator when absent)")
+@click.option("--runs", default=3, show_default=True, help="repeats; medians are reported")
+@click.option("--quick", is_flag=True, help="small counts: a smoke test of the suite")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("BENCHMARKS.md"),
+              show_default=True)
+def bench(comments: Path, runs: int, quick: bool, out: Path) -> None:
+    """Run the benchmark suite; write BENCHMARKS.md and bench/results.json."""
+    from streamapp.bench import run_all, write_report
+
+    results = run_all(comments=comments, runs=runs, quick=quick,
+                      log=lambda line: click.echo(line, err=True))
+    write_report(results, out, Path("bench/results.json"))
+    click.echo(f"wrote {out} and bench/results.json")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
+
+from streamapp.records import InputFormat
 
 
 def bootstrap_servers(broker: str) -> str:
@@ -120,10 +123,12 @@ async def send_batched(producer: AIOKafkaProducer, topic: str,
 def comment_value(*, sku: str | None = None, review: str | None = None,
                   categories: Sequence[str] = (), text: str | None = None,
                   output_format: str = "json", separator: str = ",",
-                  check: bool = True, max_review_chars: int = 20_000) -> bytes:
+                  input_format: InputFormat = "auto", check: bool = True,
+                  max_review_chars: int = 20_000) -> bytes:
     """One comment's bytes, from fields (`sku`, `review`, `categories`) or from `text` (JSON or
-    delimited, as it would sit on the topic). Checked with the worker's own decoder unless
-    `check` is off (to send a broken record on purpose); raises RejectedRecord."""
+    delimited, as it would sit on the topic). Checked with the worker's own decoder and its
+    settings (`input_format`, `separator`) unless `check` is off (to send a broken record on
+    purpose); raises RejectedRecord."""
     from streamapp.records import CATEGORY_FIELDS, DATA_TYPE, decode_comment, encode_delimited
 
     if text is None:
@@ -137,7 +142,8 @@ def comment_value(*, sku: str | None = None, review: str | None = None,
     else:
         raw = text.strip().encode()
     if check:
-        decode_comment(raw, separator=separator, max_review_chars=max_review_chars)
+        decode_comment(raw, input_format=input_format, separator=separator,
+                       max_review_chars=max_review_chars)
     return raw
 
 
@@ -171,14 +177,22 @@ def format_output(value: dict[str, Any], *, color: bool = False) -> str:
             f"{value['categoryPath'][:32]:<32} [{value['id']}]")
 
 
-async def _assign_new(consumer: AIOKafkaConsumer, topics: Sequence[str],
-                      known: dict[TopicPartition, int], *, at_end: bool) -> None:
+async def _assign_new(consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient,
+                      topics: Sequence[str], known: dict[TopicPartition, int], *,
+                      at_end: bool) -> None:
     """Add the partitions of `topics` not in `known` yet, at their current end (`at_end`) or at
-    0 (a partition that appeared after the comment was sent: everything on it is new)."""
-    await consumer.topics()  # refreshes the metadata
-    fresh = [TopicPartition(topic, p) for topic in topics
-             for p in sorted(consumer.partitions_for_topic(topic) or ())
-             if TopicPartition(topic, p) not in known]
+    0 (a partition that appeared after the comment was sent: everything on it is new).
+
+    Topics are looked up with the admin client: the consumer's own metadata does not learn of
+    topics created later, and describing a missing topic would create it.
+    """
+    existing = set(await admin.list_topics())
+    present = [t for t in topics if t in existing]
+    if not present:
+        return
+    fresh = [TopicPartition(d["topic"], p["partition"])
+             for d in await admin.describe_topics(present) for p in d["partitions"]]
+    fresh = [tp for tp in fresh if tp not in known]
     if not fresh:
         return
     # Reassigning forgets the positions: keep those of the partitions already read.
@@ -198,10 +212,12 @@ async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Seq
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker), group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=100)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker))
     await consumer.start()
+    await admin.start()
     try:
         positions: dict[TopicPartition, int] = {}
-        await _assign_new(consumer, output_topics, positions, at_end=True)
+        await _assign_new(consumer, admin, output_topics, positions, at_end=True)
         [metadata] = await produce(broker, comments_topic, [value])
         record_id = f"{metadata.topic}:{metadata.partition}:{metadata.offset}"
         key = record_id.encode()
@@ -217,8 +233,9 @@ async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Seq
             else:
                 await asyncio.sleep(0.2)
             if time.monotonic() > next_refresh:  # a worker may create the topics meanwhile
-                await _assign_new(consumer, output_topics, positions, at_end=False)
+                await _assign_new(consumer, admin, output_topics, positions, at_end=False)
                 next_refresh = time.monotonic() + 1.0
         return record_id, None
     finally:
+        await admin.close()
         await consumer.stop()

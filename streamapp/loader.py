@@ -39,6 +39,7 @@ from streamapp.records import (
     decode_comment,
     encode_delimited,
     original_value,
+    validate_comment,
 )
 
 if TYPE_CHECKING:
@@ -423,11 +424,9 @@ class RowEncoder:
         options = self.options
         # JSON is checked first even for delimited output: it keeps the types, which
         # joining columns into text would hide (42 would become "42").
-        value_json = orjson.dumps(record)
-        decode_comment(value_json, input_format="json",
-                       max_review_chars=options.max_review_chars)
+        validate_comment(record, max_review_chars=options.max_review_chars)
         if options.output_format == "json":
-            return value_json
+            return orjson.dumps(record)
         value_text = encode_delimited(record, options.separator).encode()
         # A separator or a line break inside a field would shift the columns.
         decode_comment(value_text, input_format="delimited", separator=options.separator,

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from streamapp.broker import EmbeddedBroker
-from streamapp.clients import follow, open_producer, send_all
+from streamapp.clients import follow, format_output, open_producer, send_all
 from streamapp.processes import WorkerProcess
 from streamapp.records import encode_delimited
 from streamapp.settings import Settings
@@ -39,16 +39,6 @@ def demo_values(seed: int = 7) -> itertools.cycle[bytes]:
     return itertools.cycle(values)
 
 
-def _line(topic: str, value: bytes, results_topic: str) -> str:
-    data = orjson.loads(value)
-    if topic == results_topic:
-        mark = "MATCH   " if data["match"] else "no match"
-        path = data["categoryPath"]
-        return (f"{mark} {data['score']:.2f}  {data['baseSkuName'][:24]:<24} {path[:28]:<28} "
-                f"[{data['id']}] {data['timing']['queued_ms']:.0f} ms queued")
-    return f"DEAD LETTER {data['reason']}: {data['error'][:70]} [{data['id']}]"
-
-
 async def _feed(broker: str, topic: str, rate: float) -> None:
     values = demo_values()
     async with open_producer(broker) as producer:
@@ -60,7 +50,7 @@ async def _feed(broker: str, topic: str, rate: float) -> None:
 async def _show(broker: str, settings: Settings) -> None:
     topics = [settings.results_topic, settings.dlq_topic]
     async for record in follow(broker, topics, from_beginning=False):
-        print(_line(record.topic, record.value, settings.results_topic), flush=True)
+        print(format_output(orjson.loads(record.value), color=sys.stdout.isatty()), flush=True)
 
 
 def run_quickstart(port: int = 9092, rate: float = 20.0) -> int:

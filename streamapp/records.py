@@ -222,7 +222,17 @@ def decode_comment(
         raise RejectedRecord(Reason.INVALID_UTF8, f"the value is not UTF-8 text: {exc}") from None
     if not text.strip():
         raise RejectedRecord(Reason.EMPTY_VALUE, "the value is blank")
-    fields = _parse_fields(text, input_format, separator)
+    return validate_comment(_parse_fields(text, input_format, separator),
+                            max_review_chars=max_review_chars)
+
+
+def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_000) -> Comment:
+    """Parsed comment fields to a valid Comment, or RejectedRecord saying why not.
+
+    The loader checks its rows here before sending, so a row it accepts is one the worker
+    predicts, with the same reason codes for the ones it rejects.
+    """
+    fields = dict(fields)
     # JSON null in a category means "no such level", as Hive exports write it.
     for name in CATEGORY_FIELDS:
         if fields.get(name) is None:

@@ -52,8 +52,8 @@ class ReliabilityReport:
     lost: int  # ids with no output at all
     duplicated: int  # ids with more than one output
     dead_lettered: int  # ids whose (first) output is a dead letter
-    # Duplicated ids none of whose outputs predates the fault: a duplicate that is not the
-    # replay of work in flight at the fault (should be 0).
+    # Duplicated ids produced after the fault ended: they cannot have been in flight during
+    # it, so a second output is not a replay (should be 0).
     unexplained_duplicates: int
     recovery_s: float | None  # fault start -> first output after the fault ended
     fault_at_s: float  # fault start, seconds after the feed started
@@ -61,11 +61,13 @@ class ReliabilityReport:
     lost_ids: list[str] = field(default_factory=list)  # the first few, sorted
     duplicated_ids: list[str] = field(default_factory=list)
     unexpected_ids: list[str] = field(default_factory=list)  # outputs for ids never produced
+    crashed: list[str] = field(default_factory=list)  # workers that exited on their own
     logs: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.unexplained_duplicates == 0 and not self.unexpected_ids
+        return (self.lost == 0 and self.unexplained_duplicates == 0
+                and not self.unexpected_ids and not self.crashed)
 
     def summary(self) -> str:
         recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
@@ -73,7 +75,8 @@ class ReliabilityReport:
                 f"lost={self.lost} duplicated={self.duplicated} "
                 f"(unexplained {self.unexplained_duplicates}) dead_lettered={self.dead_lettered}"
                 f" fault_at={self.fault_at_s:.1f}s recovery={recovery} "
-                f"elapsed={self.elapsed_s:.0f}s")
+                f"elapsed={self.elapsed_s:.0f}s" + (f" CRASHED {self.crashed}" if self.crashed
+                                                    else ""))
 
 
 # id -> [(topic, when the worker made it: `predicted_at` / `failed_at`, ms)]
@@ -92,6 +95,7 @@ class Run:
         self.worker_settings = worker_settings
         self.feed_s = feed_s  # how long the feed lasts: faults land inside it
         self.workers: list[WorkerProcess] = []
+        self.retired: set[int] = set()  # slots a fault stopped for good
         self._settings: list[dict[str, str]] = []  # per worker slot
         self.fault_started: float | None = None  # wall clock, seconds
         self.fault_ended: float | None = None
@@ -118,6 +122,11 @@ class Run:
         else:
             self.workers.append(worker)
         return worker
+
+    def crashed(self) -> list[str]:
+        """Workers the faults did not stop that have exited anyway."""
+        return [f"{w.log_path} exited {w.proc.returncode}" for slot, w in enumerate(self.workers)
+                if slot not in self.retired and w.proc is not None and w.proc.poll() is not None]
 
     def start_ready(self, worker: WorkerProcess) -> WorkerProcess:
         worker.start().wait_ready(READY_TIMEOUT, topic=f"{APP_ID}-inference")
@@ -146,6 +155,15 @@ async def _kill9(run: Run) -> None:
     await asyncio.to_thread(run.start_ready, run.new_worker(slot=0))
 
 
+async def _kill9_twice(run: Run) -> None:
+    """A crash loop: SIGKILL, restart, SIGKILL again 0 to 2 s after it is ready, restart."""
+    await _kill9(run)
+    await asyncio.sleep(run.rng.uniform(0.0, 2.0))
+    run.workers[0].kill()
+    run.mark_end()
+    await asyncio.to_thread(run.start_ready, run.new_worker(slot=0))
+
+
 async def _sigterm(run: Run) -> None:
     """Graceful stop of worker 0 mid-batch, then a restart."""
     await run.at_random_moment()
@@ -163,6 +181,7 @@ async def _join_leave(run: Run) -> None:
     await asyncio.to_thread(run.start_ready, joined)
     await asyncio.sleep(run.rng.uniform(1.0, 4.0))
     await asyncio.to_thread(joined.stop, 60.0)
+    run.retired.add(run.workers.index(joined))
     run.mark_end()
 
 
@@ -186,6 +205,7 @@ async def _no_fault(run: Run) -> None:
 FAULTS: dict[str, Fault] = {
     "none": _no_fault,
     "kill9": _kill9,
+    "kill9_twice": _kill9_twice,
     "sigterm": _sigterm,
     "join_leave": _join_leave,
     "broker_pause": _broker_pause,
@@ -201,14 +221,17 @@ def comment_values(count: int, seed: int) -> list[bytes]:
     return values
 
 
-async def _feed(broker: str, values: list[bytes], rate: float, chunk: int) -> list[str]:
-    """Produce `values` at about `rate` per second; return their ids in order."""
-    ids: list[str] = []
+async def _feed(broker: str, values: list[bytes], rate: float,
+                chunk: int) -> dict[str, float]:
+    """Produce `values` at about `rate` per second; return id -> when it was sent (wall
+    clock, seconds), in order."""
+    ids: dict[str, float] = {}
     started = time.monotonic()
     async with open_producer(broker) as producer:
         for i in range(0, len(values), chunk):
+            sent = time.time()
             metadata = await send_all(producer, COMMENTS, values[i:i + chunk])
-            ids += [comment_id(m.topic, m.partition, m.offset) for m in metadata]
+            ids.update((comment_id(m.topic, m.partition, m.offset), sent) for m in metadata)
             ahead = started + (i + chunk) / rate - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
@@ -237,15 +260,15 @@ async def collect_outputs(broker: str, expected: set[str], timeout: float,
     return seen
 
 
-def account(fault: str, seed: int, ids: list[str], outputs: Outputs, *,
+def account(fault: str, seed: int, ids: dict[str, float], outputs: Outputs, *,
             fault_started: float | None, fault_ended: float | None, feed_started: float,
-            elapsed_s: float, logs: list[str], sample: int = 20) -> ReliabilityReport:
+            elapsed_s: float, logs: list[str], crashed: list[str],
+            sample: int = 20) -> ReliabilityReport:
     """The report, from the produced ids and what the output topics hold."""
     expected = set(ids)
     lost = sorted(expected - outputs.keys())
     dups = sorted(i for i in expected if len(outputs.get(i, ())) > 1)
-    start_ms = (fault_started or float("inf")) * 1000
-    unexplained = [i for i in dups if min(ts for _, ts in outputs[i]) >= start_ms]
+    unexplained = [i for i in dups if ids[i] > (fault_ended or float("inf"))]
     recovery = None
     if fault_started is not None and fault_ended is not None:
         after = [ts for outs in outputs.values() for _, ts in outs if ts >= fault_ended * 1000]
@@ -259,11 +282,11 @@ def account(fault: str, seed: int, ids: list[str], outputs: Outputs, *,
         unexplained_duplicates=len(unexplained), recovery_s=recovery,
         fault_at_s=round((fault_started or feed_started) - feed_started, 3),
         elapsed_s=round(elapsed_s, 1), lost_ids=lost[:sample], duplicated_ids=dups[:sample],
-        unexpected_ids=sorted(outputs.keys() - expected)[:sample], logs=logs)
+        unexpected_ids=sorted(outputs.keys() - expected)[:sample], crashed=crashed, logs=logs)
 
 
 async def _scenario(run: Run, fault: Fault, values: list[bytes], rate: float,
-                    chunk: int, drain_timeout: float) -> tuple[list[str], Outputs, float]:
+                    chunk: int, drain_timeout: float) -> tuple[dict[str, float], Outputs, float]:
     feed_started = time.time()
     feed = asyncio.ensure_future(_feed(run.broker.url, values, rate, chunk))
     injected = asyncio.ensure_future(fault(run))
@@ -301,7 +324,8 @@ def run_scenario(model_dir: str | Path, *, fault: str = "kill9", records: int = 
         return account(fault, seed, ids, outputs, fault_started=run.fault_started,
                        fault_ended=run.fault_ended, feed_started=feed_started,
                        elapsed_s=time.monotonic() - started,
-                       logs=[str(w.log_path) for w in run.workers])
+                       logs=sorted({str(w.log_path) for w in run.workers}),
+                       crashed=run.crashed())
 
 
 def _stop_all(run: Run) -> None:

@@ -134,7 +134,8 @@ class ModelManager:
     def _new_handler(self) -> Any:
         if self.handler_class is SkuMatchInfer:
             return SkuMatchInfer(max_tokens=self.settings.max_tokens,
-                                 output_index=self.settings.torchscript_output)
+                                 output_index=self.settings.torchscript_output,
+                                 quantize=self.settings.quantize == "int8")
         return self.handler_class()
 
     def _resolve(self) -> ModelVersion:

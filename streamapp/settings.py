@@ -49,6 +49,8 @@ class Settings(BaseModel):
     torchscript_output: int = Field(1, ge=-16, le=16,
                                     description="TorchScript output that is the score (seed: 1)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="int8: dynamic int8 linear layers (CPU, built-in handler)")
     torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for the model")
     batch_size: int = Field(64, ge=1, le=4096, description="most comments in one model batch")
     batch_wait_ms: int = Field(50, ge=0, le=60_000, description="longest wait to fill a batch")

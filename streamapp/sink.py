@@ -107,7 +107,9 @@ class PostgresDatabase:
     def __init__(self, url: str, table: str) -> None:
         import psycopg
 
-        self.conn = psycopg.connect(url)
+        # Autocommit: each transaction() block is then a real transaction, and reads (count)
+        # leave none open that would turn the next block into an uncommitted savepoint.
+        self.conn = psycopg.connect(url, autocommit=True)
         self.table = table
         with self.conn.transaction():
             self.conn.execute(_create_sql(table, 2))  # type: ignore[arg-type]
@@ -146,13 +148,17 @@ class SinkStats:
 
 async def run_sink(broker: str, db: Database, *, topic: str, group: str = DEFAULT_GROUP,
                    batch_size: int = 500, idle_timeout: float | None = None,
+                   session_timeout: float = 10.0,
                    stop: Callable[[], bool] | None = None,
                    on_batch: Callable[[SinkStats], None] | None = None) -> SinkStats:
     """Consume `topic` into `db` until `stop()`, or `idle_timeout` seconds without records."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap_servers(broker), group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=200,
-        max_poll_records=batch_size)
+        max_poll_records=batch_size,
+        # The broker holds a join for about half the session timeout (STREAMAPP_SESSION_TIMEOUT_S)
+        session_timeout_ms=int(session_timeout * 1000),
+        heartbeat_interval_ms=max(100, int(session_timeout * 1000) // 5))
     stats = SinkStats()
     await consumer.start()
     try:
@@ -171,6 +177,8 @@ async def run_sink(broker: str, db: Database, *, topic: str, group: str = DEFAUL
                         result = SkuMatchResult.model_validate_json(record.value or b"")
                     except ValidationError as exc:
                         stats.skipped += 1
+                        if stats.skipped > 100 and stats.skipped % 10_000:
+                            continue  # a wrong topic: say so, without a line per record
                         log.warning("skipped %s:%d:%d, not a result: %s", tp.topic,
                                     tp.partition, record.offset, exc.errors()[0]["msg"])
                         continue

@@ -475,7 +475,7 @@ def test_reason_codes_are_stable() -> None:
     assert codes == {
         "empty_value", "invalid_utf8", "invalid_json", "not_an_object", "bad_column_count",
         "missing_field", "wrong_type", "blank_text", "control_characters", "too_large",
-        "unsupported_data_type", "model_error",
+        "unsupported_data_type", "model_error", "bad_model_output",
     }
 
 

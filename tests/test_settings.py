@@ -61,6 +61,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "handler_batch": ("false", "false"),
     "torchscript_output": ("0", 0),
     "torch_threads": ("4", 4),
+    "quantize": ("int8", "int8"),
     "batch_size": ("128", 128),
     "batch_wait_ms": ("0", 0),
     "max_tokens": ("128", 128),

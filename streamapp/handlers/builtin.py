@@ -18,9 +18,11 @@ class SkuMatchInfer:
 
     accepts_batch = True
 
-    def __init__(self, max_tokens: int = 64, output_index: int = SEED_OUTPUT_INDEX) -> None:
+    def __init__(self, max_tokens: int = 64, output_index: int = SEED_OUTPUT_INDEX,
+                 quantize: bool = False) -> None:
         self.max_tokens = max_tokens
         self.output_index = output_index
+        self.quantize = quantize
         self.model: PairClassifier | None = None
 
     def initialize(self, configDict: dict[str, Any]) -> None:
@@ -29,7 +31,8 @@ class SkuMatchInfer:
         device = str(configDict["device"])
         model_type = configDict["model_type"]
         if model_type == "pytorch":
-            self.model = SkuMatchClassifier.load(path, device=device, max_tokens=self.max_tokens)
+            self.model = SkuMatchClassifier.load(path, device=device, max_tokens=self.max_tokens,
+                                                 quantize=self.quantize)
         elif model_type == "torchscript":
             deploy = read_deploy_config(path, model_type)
             if deploy.model_file is None:

@@ -132,9 +132,11 @@ class PairClassifier:
         self.info = info
         self.max_tokens = max_tokens
 
-    def tokenize(self, reviews: Sequence[str], sku_names: Sequence[str]) -> Any:
+    def tokenize(self, reviews: Sequence[str], sku_names: Sequence[str],
+                 pad_to_max: bool = False) -> Any:
         """The seed's tokenizer call, padded to the longest pair instead of max_tokens: the
-        attention mask hides padding, so scores are the same with less work."""
+        attention mask hides padding, so scores are the same with less work (`pad_to_max`
+        pads as the seed does, for comparison)."""
         if len(reviews) != len(sku_names):
             raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
         return self._tokenizer(
@@ -142,7 +144,7 @@ class PairClassifier:
             list(sku_names),
             max_length=self.max_tokens,
             truncation="longest_first",
-            padding="longest",
+            padding="max_length" if pad_to_max else "longest",
             return_tensors="pt",
         ).to(self._device)
 
@@ -175,6 +177,7 @@ class SkuMatchClassifier(PairClassifier):
         device: str = "auto",
         max_tokens: int = 64,
         num_threads: int | None = None,
+        quantize: bool = False,
     ) -> SkuMatchClassifier:
         """Load tokenizer and model from a local directory; raise ModelLoadError if unusable."""
         path = Path(path)
@@ -217,6 +220,13 @@ class SkuMatchClassifier(PairClassifier):
         except RuntimeError as exc:
             raise ModelLoadError(path, f"cannot move the model to {target} ({exc})") from exc
         model.eval()
+        if quantize:
+            if target.type != "cpu":
+                raise ModelLoadError(path, "int8 quantization is for CPUs; GPUs run float16")
+            # Dynamic int8 for the linear layers, where BERT spends nearly all its time.
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+            dtype = torch.qint8
         info = ModelInfo(
             name=str(getattr(config, "streamapp_model_name", None) or path.resolve().name),
             version=str(

@@ -1,0 +1,110 @@
+"""`/metrics`: Prometheus text, Faust's own sensor (`faust_*`) and streamapp's (`streamapp_*`).
+
+streamapp's metrics come from the BatchReports (WorkerStats passes them on), not from Faust's
+Monitor, whose event counts are wrong with `take()`. Latencies are in seconds, as Prometheus
+wants; the web view shows milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from streamapp.stats import CATEGORY, BatchReport, split_key
+
+if TYPE_CHECKING:
+    from streamapp.application import StreamApp
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0, 300.0)
+
+
+class PrometheusMetrics:
+    """streamapp's metrics, fed by WorkerStats as a listener."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, buckets=buckets, registry=registry)
+
+        self.batch_size = histogram("streamapp_batch_size", "Comments per model batch",
+                                    BATCH_SIZE_BUCKETS)
+        self.batch_tokens = histogram("streamapp_batch_tokens",
+                                      "Real (unpadded) tokens per model batch", TOKEN_BUCKETS)
+        self.queue_wait = histogram(
+            "streamapp_queue_wait_seconds",
+            "Per comment: its Kafka timestamp to the start of its batch", LATENCY_BUCKETS)
+        self.tokenize = histogram("streamapp_tokenize_seconds",
+                                  "Per batch: tokenization (the handler's preprocess)",
+                                  LATENCY_BUCKETS)
+        self.compute = histogram("streamapp_model_compute_seconds",
+                                 "Per batch: the model's forward pass (the handler's process)",
+                                 LATENCY_BUCKETS)
+        self.end_to_end = histogram(
+            "streamapp_end_to_end_seconds",
+            "Per comment: its Kafka timestamp to its result", LATENCY_BUCKETS)
+        self.tokens = Counter("streamapp_tokens", "Tokens fed to the model, real or padding",
+                              ["kind"], registry=registry)
+        self.records = Counter(
+            "streamapp_records", "Comments through the model, by first-level category and "
+            "outcome (matched, not_matched, failed)", ["category", "outcome"], registry=registry)
+        self.dead_letters = Counter("streamapp_dead_letters", "Dead letters by reason code",
+                                    ["reason"], registry=registry)
+
+    def on_batch(self, report: BatchReport) -> None:
+        self.batch_size.observe(report.size)
+        if report.padded_tokens:
+            self.batch_tokens.observe(report.tokens)
+            self.tokens.labels("real").inc(report.tokens)
+            self.tokens.labels("padding").inc(report.padded_tokens - report.tokens)
+        self.tokenize.observe(report.preprocess_s)
+        self.compute.observe(report.process_s)
+        for ms in report.queue_ms:
+            self.queue_wait.observe(ms / 1000)
+        for ms in report.end_to_end_ms:
+            self.end_to_end.observe(ms / 1000)
+        for key, counts in report.counts:
+            kind, name = split_key(key)
+            if kind != CATEGORY:
+                continue  # paths would explode the label space
+            matched = counts.get("matched", 0)
+            for outcome, n in (("matched", matched),
+                               ("not_matched", counts.get("predicted", 0) - matched),
+                               ("failed", counts.get("failed", 0))):
+                if n:
+                    self.records.labels(name, outcome).inc(n)
+
+    def on_dead_letter(self, record_id: str, reason: str, error: str) -> None:
+        self.dead_letters.labels(reason).inc()
+
+
+class ModelInfo(Collector):
+    """`streamapp_model_info`: the model being served, read at scrape time (it hot-swaps)."""
+
+    def __init__(self, app: StreamApp) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        if self.app.models is None:
+            return
+        status = self.app.models.status()
+        info = InfoMetricFamily("streamapp_model", "The model this worker serves")
+        info.add_metric([], {name: str(status[name]) for name in
+                             ("name", "version", "device", "dtype", "handler")})
+        yield info
+
+
+def register(app: StreamApp) -> CollectorRegistry:
+    """Serve `/metrics`: Faust's Prometheus sensor and streamapp's metrics, one registry per
+    app (not the process-wide default, so several apps in one process do not collide)."""
+    registry = CollectorRegistry()
+    setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+    app.worker_stats.listeners.append(PrometheusMetrics(registry))
+    registry.register(ModelInfo(app))
+    return registry

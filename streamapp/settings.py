@@ -64,6 +64,8 @@ class Settings(BaseModel):
     web_tables: bool = Field(False, description="serve Faust's /table/ routes (table contents)")
     datadir: Path = Field(Path("var/data"), description="table state (RocksDB)")
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="table store")
+    fetch_wait_ms: int = Field(50, ge=1, le=10_000,
+                               description="longest wait of a consumer fetch")
     session_timeout_s: float = Field(10.0, gt=0, le=300, description="Kafka group session timeout")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 

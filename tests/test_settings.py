@@ -75,6 +75,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "datadir": ("/var/lib/streamapp", Path("/var/lib/streamapp")),
     "store": ("memory", "memory"),
     "session_timeout_s": ("30.5", 30.5),
+    "fetch_wait_ms": ("20", 20),
     "log_level": ("debug", "debug"),
 }
 

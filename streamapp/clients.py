@@ -46,12 +46,14 @@ async def open_producer(broker: str, *, max_batch_size: int = 256 * 1024,
 
 
 async def send_all(producer: AIOKafkaProducer, topic: str, values: Iterable[bytes],
-                   key: bytes | None = None) -> list[RecordMetadata]:
+                   key: bytes | None = None,
+                   partition: int | None = None) -> list[RecordMetadata]:
     """Send values (without keys by default, as the seed's job does) and wait for the acks.
 
     The metadata says where each value landed: its comment id is topic:partition:offset.
     """
-    futures = [await producer.send(topic, value=value, key=key) for value in values]
+    futures = [await producer.send(topic, value=value, key=key, partition=partition)
+               for value in values]
     return list(await asyncio.gather(*futures))
 
 

@@ -12,6 +12,7 @@ there stops the process without committing, and the batch is replayed after the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -186,6 +187,46 @@ async def infer_batch(app: StreamApp, events: Sequence[EventT],
         padded_tokens=timing.padded_tokens, counts=counts))
 
 
+class BatchPipeline:
+    """Up to `depth` batches in flight: while the model thread computes one, the event loop
+    decodes the next and produces the previous one's outputs.
+
+    `take_events` acks a batch as soon as the loop asks for the next one; each message holds
+    one more reference until its batch has produced every result and dead letter, so its
+    offset is still committed only after its outputs (at-least-once, as with depth 1).
+    """
+
+    def __init__(self, app: StreamApp, decode: Callable[[StreamApp, EventT], Decoded],
+                 depth: int) -> None:
+        self.app = app
+        self.decode = decode
+        self._slots = asyncio.Semaphore(depth)
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, events: Sequence[EventT]) -> None:
+        for event in events:
+            event.message.incref()
+        await self._slots.acquire()  # bounds memory: at most `depth` batches held
+        task = asyncio.create_task(self._run(list(events)))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, events: list[EventT]) -> None:
+        try:
+            await infer_batch(self.app, events, self.decode)
+        except Exception as exc:
+            _fatal(exc)
+        else:
+            for event in events:
+                event.ack()  # the last reference: now the offset may be committed
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
 def register(app: StreamApp) -> None:
     settings = app.settings
     within = max(settings.batch_wait_ms, 1) / 1000.0  # 0 would make Faust wait for a full batch
@@ -206,11 +247,13 @@ def register(app: StreamApp) -> None:
 
     @app.agent(source, name="infer")
     async def infer(stream: StreamT[Any]) -> None:
-        async for events in stream.take_events(settings.batch_size, within=within):
-            try:
-                await infer_batch(app, events, decode)
-            except Exception as exc:
-                _fatal(exc)
+        pipeline = BatchPipeline(app, decode, settings.pipeline_depth)
+        try:
+            async for events in stream.take_events(settings.batch_size, within=within):
+                await pipeline.submit(events)
+        finally:
+            # Let batches in flight produce their outputs and ack (shutdown, rebalance).
+            await asyncio.shield(pipeline.drain())
 
     @app.task
     async def declare_output_topics() -> None:

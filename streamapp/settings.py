@@ -53,6 +53,8 @@ class Settings(BaseModel):
         "none", description="int8: dynamic int8 linear layers (CPU, built-in handler)")
     torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for the model")
     batch_size: int = Field(64, ge=1, le=4096, description="most comments in one model batch")
+    pipeline_depth: int = Field(2, ge=1, le=8,
+                                description="batches in flight (1 = one after another)")
     batch_wait_ms: int = Field(50, ge=0, le=60_000, description="longest wait to fill a batch")
     max_tokens: int = Field(64, ge=8, le=512, description="tokenizer max length (seed: 64)")
     match_threshold: float = Field(0.5, ge=0.0, le=1.0, description="score at or above = match")

@@ -63,6 +63,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "torch_threads": ("4", 4),
     "quantize": ("int8", "int8"),
     "batch_size": ("128", 128),
+    "pipeline_depth": ("1", 1),
     "batch_wait_ms": ("0", 0),
     "max_tokens": ("128", 128),
     "match_threshold": ("0.75", 0.75),

@@ -30,6 +30,7 @@ from streamapp.stats import (
     CATEGORY,
     COUNTERS,
     DEAD_LETTER,
+    LATEST_DEAD_LETTERS,
     PATH,
     Interval,
     merge_counts,
@@ -41,17 +42,18 @@ if TYPE_CHECKING:
     from streamapp.application import StreamApp
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
-                ".svg": "image/svg+xml"}
+STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 HOUR_MINUTES = 60  # the per-minute table keeps an hour
+LAG_INTERVAL_S = 2.0
 LAG_TIMEOUT_S = 3.0
-PEER_TIMEOUT_S = 5.0
-LATEST_DEAD_LETTERS = 10
+PEER_TIMEOUT_S = 5.0  # a peer may spend LAG_TIMEOUT_S on its own lag
 LAG_NOTE = (
-    "lag = end offset (ListOffsets LATEST) - committed offset (the consumer's position where "
-    "this worker has not committed yet), floored at 0. The embedded development broker "
-    "answers ListOffsets(LATEST) with the last batch's base offset + 1 instead of the high "
-    "watermark, so there lag reads low by up to one producer batch per partition.")
+    "lag = end offset - committed offset (the consumer's position until this worker commits "
+    "on the partition). End offset = the larger of ListOffsets(LATEST) and the high watermark "
+    "of the consumer's last fetch. The embedded development broker answers ListOffsets(LATEST) "
+    "with the last producer batch's base offset + 1, not the high watermark "
+    "(list_offsets_end), so there the fetch high watermark is what counts; it is stale while "
+    "Faust pauses a partition whose stream buffer is full. At most 2 s old (`at`).")
 
 Json = dict[str, Any]
 
@@ -110,37 +112,71 @@ def _source_topics(app: StreamApp) -> set[str]:
             for topic in (app.comments_topic, app.inference_topic, app.stats_topic)}
 
 
+async def _offsets(app: StreamApp, tps: list[TP]) -> tuple[dict[TP, int], dict[TP, int | None]]:
+    """End offsets by ListOffsets(LATEST), and the committed offset (else the position)."""
+    listed = dict(await app.consumer.highwaters(*tps)) if tps else {}
+    committed: dict[TP, int] = dict(app.monitor.tp_committed_offsets)
+    done = {tp: committed.get(tp) for tp in tps}
+    for tp in [tp for tp, offset in done.items() if offset is None]:
+        done[tp] = await app.consumer.position(tp)
+    return listed, done
+
+
 async def consumer_lag(app: StreamApp) -> Json:
-    """Lag of the partitions this worker consumes, asked of its Kafka consumer."""
-    topics = _source_topics(app)
-    tps = sorted((tp for tp in app.consumer.assignment() if tp.topic in topics),
-                 key=lambda tp: (tp.topic, tp.partition))
-    result: Json = {"total": None, "partitions": [], "note": LAG_NOTE}
-    if not tps:
-        result["total"] = 0
-        return result
+    """Lag of the partitions this worker consumes, from its Kafka consumer.
+
+    Both sources of the end offset can only read low: ListOffsets(LATEST) on the embedded
+    broker (see LAG_NOTE), and the high watermark of the last fetch on a partition Faust has
+    paused because its stream buffer is full. Their maximum is the best of the two.
+    """
+    result: Json = {"at": round(time.time(), 3), "total": None, "partitions": [],
+                    "note": LAG_NOTE}
     try:
-        ends = await asyncio.wait_for(app.consumer.highwaters(*tps), LAG_TIMEOUT_S)
-        committed: dict[TP, int] = dict(app.monitor.tp_committed_offsets)
-        positions = {tp: committed.get(tp) for tp in tps}
-        for tp in [tp for tp, offset in positions.items() if offset is None]:
-            positions[tp] = await asyncio.wait_for(app.consumer.position(tp), LAG_TIMEOUT_S)
-    except Exception as exc:  # a rebalance in progress, a broker away: say so, do not fail
+        topics = _source_topics(app)
+        tps = sorted((tp for tp in app.consumer.assignment() if tp.topic in topics),
+                     key=lambda tp: (tp.topic, tp.partition))
+        listed, done = await asyncio.wait_for(_offsets(app, tps), LAG_TIMEOUT_S)
+        fetched = {tp: app.consumer.highwater(tp) for tp in tps}
+    except Exception as exc:  # not started, a rebalance in progress, a broker away: say so
         result["error"] = f"{type(exc).__name__}: {exc}"
         return result
+    committed = app.monitor.tp_committed_offsets
     total = 0
     for tp in tps:
-        end, done = ends.get(tp), positions[tp]
-        lag = max(end - done, 0) if end is not None and done is not None else None
+        known = [offset for offset in (listed.get(tp), fetched[tp]) if offset is not None]
+        end = max(known) if known else None
+        lag = max(end - done[tp], 0) if end is not None and done[tp] is not None else None
         total += lag or 0
         result["partitions"].append({
             "topic": tp.topic, "partition": tp.partition, "end_offset": end,
-            "committed": committed.get(tp), "position": done, "lag": lag})
+            "list_offsets_end": listed.get(tp), "fetch_highwater": fetched[tp],
+            "committed": committed.get(tp), "position": done[tp], "lag": lag})
     result["total"] = total
     return result
 
 
-async def collect_stats(app: StreamApp) -> Json:
+class LagMonitor:
+    """Consumer lag, at most LAG_INTERVAL_S old: asking for end offsets goes through Faust's
+    consumer thread (up to a second under load), so requests close together share one answer."""
+
+    def __init__(self, app: StreamApp) -> None:
+        self.app = app
+        self.latest: Json = {"at": None, "total": None, "partitions": [], "note": LAG_NOTE}
+        self._refresh: asyncio.Future[None] | None = None
+
+    async def _run(self) -> None:
+        self.latest = await consumer_lag(self.app)
+
+    async def current(self) -> Json:
+        at = self.latest["at"]
+        if at is None or time.time() - at > LAG_INTERVAL_S:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.ensure_future(self._run())
+            await asyncio.shield(self._refresh)  # a client going away must not cancel it
+        return self.latest
+
+
+async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
     """This worker's `/api/stats`."""
     now = time.time()
     minutes = _minutes(now)
@@ -171,7 +207,7 @@ async def collect_stats(app: StreamApp) -> Json:
         "category_paths": groups[PATH],
         "dead_letters": groups[DEAD_LETTER],
         "dead_letters_latest": list(worker_stats.latest_dead_letters),
-        "lag": await consumer_lag(app),
+        "lag": await lag.current(),
     })
 
 
@@ -240,20 +276,18 @@ async def _fetch(session: aiohttp.ClientSession, url: str) -> Json:
         return dict(await response.json())
 
 
-async def collect_cluster(app: StreamApp) -> Json:
+async def collect_cluster(app: StreamApp, lag: LagMonitor) -> Json:
     """`/api/cluster`: every member's `/api/stats`, added up; `workers` says who holds what."""
     urls = members(app)
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        answers = await asyncio.gather(collect_stats(app),
-                                       *(_fetch(session, url) for url in urls[1:]),
-                                       return_exceptions=True)
+        local, peers = await asyncio.gather(
+            collect_stats(app, lag),
+            asyncio.gather(*(_fetch(session, url) for url in urls[1:]), return_exceptions=True))
     workers: list[Json] = []
     parts: list[Json] = []
-    for url, answer in zip(urls, answers, strict=True):
+    for url, answer in zip(urls, [local, *peers], strict=True):
         if isinstance(answer, BaseException):
-            if url == urls[0]:
-                raise answer
             workers.append({"url": url, "ok": False,
                             "error": f"{type(answer).__name__}: {answer}"})
             continue
@@ -278,13 +312,15 @@ def _static(name: str) -> tuple[bytes, str] | None:
 
 
 def register(app: StreamApp) -> None:
+    lag = LagMonitor(app)
+
     class StatsView(View):
         async def get(self, request: Request) -> Response:
-            return self.json(await collect_stats(app))
+            return self.json(await collect_stats(app, lag))
 
     class ClusterView(View):
         async def get(self, request: Request) -> Response:
-            return self.json(await collect_cluster(app))
+            return self.json(await collect_cluster(app, lag))
 
     class DashboardView(View):
         async def get(self, request: Request, name: str = "index.html") -> Response:

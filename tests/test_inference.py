@@ -366,6 +366,7 @@ def test_worker_stats_snapshot() -> None:
     assert snap["model_seconds"] == 0.75
     # Both batches finished just now: the rate is spread over at least one second.
     assert snap["records_per_second"] == 40.0
+    assert snap["batches_per_second"] == 2.0
     assert 0 <= snap["uptime_s"] < 5
 
 
@@ -374,5 +375,6 @@ def test_worker_stats_rate_window() -> None:
     now = time.monotonic()
     stats.recent.extend([(now - 120, 1000), (now - 10, 50), (now, 50)])
     assert stats.records_per_second(window=60) == pytest.approx(10.0, rel=0.05)
+    assert stats.batches_per_second(window=60) == pytest.approx(0.2, rel=0.05)
     assert len(stats.recent) == 2, "batches older than the window are dropped"
     assert stats.records_per_second(window=5) == pytest.approx(50.0, rel=0.05)

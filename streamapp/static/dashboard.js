@@ -91,11 +91,12 @@ function emptyChart(width, height, text) {
 
 // Lines over the last hour: xs are window starts (unix s), series [{name, values, color}].
 function lineChart(xs, series, { height = 220, unit = "records/min" } = {}) {
-  const width = 900, left = 48, right = 12, top = 10, bottom = 24;
+  const width = 900, left = 48, right = 16, top = 10, bottom = 24;
   const max = niceMax(Math.max(0, ...series.flatMap((s) => s.values)));
   const x = (i) => left + (i * (width - left - right)) / Math.max(1, xs.length - 1);
   const y = (v) => top + (height - top - bottom) * (1 - v / max);
-  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": unit });
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": unit,
+    "data-minutes": xs.join(",") });
   for (let t = 0; t <= 4; t++) {
     const v = (max * t) / 4;
     svg.append(svgEl("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: t ? "grid-line" : "axis" }));
@@ -103,7 +104,8 @@ function lineChart(xs, series, { height = 220, unit = "records/min" } = {}) {
   }
   xs.forEach((start, i) => {
     if (i % 10 === 9 || i === 0) {
-      svg.append(svgEl("text", { x: x(i), y: height - 6, "text-anchor": "middle" }, clock(start)));
+      const anchor = i === 0 ? "start" : i === xs.length - 1 ? "end" : "middle";
+      svg.append(svgEl("text", { x: x(i), y: height - 6, "text-anchor": anchor }, clock(start)));
     }
   });
   for (const s of series) {
@@ -147,16 +149,42 @@ function barChart(bars, { height = 150, color = PALETTE[0], valueText = fmt } = 
   return svg;
 }
 
+// Horizontal bars, one row per item: [{label, value, color, title, data}].
+function hbarChart(bars, { color = PALETTE[0], empty = "nothing yet" } = {}) {
+  const width = 440, left = 150, right = 50, rowH = 20, top = 4;
+  if (!bars.length) return emptyChart(width, 60, empty);
+  const height = top * 2 + bars.length * rowH;
+  const max = niceMax(Math.max(...bars.map((b) => b.value)));
+  const x = (v) => left + (v / max) * (width - left - right);
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+  svg.append(svgEl("line", { x1: left, x2: left, y1: top, y2: height - top, class: "axis" }));
+  bars.forEach((b, i) => {
+    const y = top + i * rowH;
+    svg.append(svgEl("text", { x: left - 6, y: y + rowH - 6, "text-anchor": "end" }, b.label));
+    const rect = svgEl("rect", { x: left, y: y + 3, width: Math.max(0, x(b.value) - left), height: rowH - 6,
+      fill: b.color || color, rx: 2, "data-label": b.label, "data-value": b.value, ...(b.data || {}) });
+    svg.append(titled(rect, b.title || `${b.label}: ${fmt(b.value)}`));
+    svg.append(svgEl("text", { x: x(b.value) + 4, y: y + rowH - 6, class: "value-label" }, fmt(b.value)));
+  });
+  return svg;
+}
+
 // Histogram buckets [[le, count]] of power-of-two bounds as bars "1", "2", "3–4", "5–8"…
 function histogramBars(hist) {
-  const buckets = hist.buckets || [];
-  return buckets.map(([le, count]) => {
-    let label;
-    if (le === null) label = `> ${fmt(Math.max(...buckets.filter((b) => b[0] !== null).map((b) => b[0]), 0))}`;
-    else if (le <= 2) label = fmt(le);
-    else label = `${fmt(le / 2 + 1)}–${fmt(le)}`;
-    return { label, value: count, data: { "data-le": le === null ? "+Inf" : le } };
-  });
+  const counts = new Map((hist.buckets || []).map(([le, n]) => [le === null ? "+Inf" : le, n]));
+  const bounds = [...counts.keys()].filter((le) => le !== "+Inf");
+  const bars = [];
+  if (bounds.length) {
+    for (let le = Math.min(...bounds); le <= Math.max(...bounds); le *= 2) {
+      bars.push({ label: le <= 2 ? fmt(le) : `${fmt(le / 2 + 1)}–${fmt(le)}`, value: counts.get(le) || 0,
+        data: { "data-le": le } });
+    }
+  }
+  if (counts.has("+Inf")) {
+    const top = bounds.length ? Math.max(...bounds) : 0;
+    bars.push({ label: `> ${fmt(top)}`, value: counts.get("+Inf"), data: { "data-le": "+Inf" } });
+  }
+  return bars;
 }
 
 // Horizontal bars per latency stage, p50/p95/p99, on a log scale (stages differ by 1000x).
@@ -298,11 +326,11 @@ function renderLag(d) {
   const parts = d.lag.partitions.map((p) => ({ worker: d.worker, ...p }));
   const workers = [...new Set(parts.map((p) => p.worker))];
   const colors = colorMap(workers);
-  fill("chart-lag", barChart(parts.map((p) => ({
-    label: `${p.topic.replace(/^.*-/, "")}:${p.partition}`, value: p.lag ?? 0, color: colors[p.worker],
+  fill("chart-lag", hbarChart(parts.map((p) => ({
+    label: `${p.topic}:${p.partition}`, value: p.lag ?? 0, color: colors[p.worker],
     title: `${p.topic}:${p.partition} on ${workerName(p.worker)}: lag ${fmt(p.lag)}`,
     data: { "data-topic": p.topic, "data-partition": p.partition },
-  }))));
+  })), { empty: d.lag.error ? "lag unknown" : "no partitions held" }));
   table("table-lag", [["worker"], ["topic:partition"], ["end offset", 1], ["committed", 1], ["lag", 1]],
     parts.map((p) => ({
       attrs: { "data-tp": `${p.topic}:${p.partition}` },
@@ -325,13 +353,14 @@ function renderWorkers(d) {
     })));
 }
 
-// "streamapp-inference:0", ":1" -> "inference 0,1"; changelog topics are left out.
+// "streamapp-inference:0", ":1" -> "streamapp-inference 0,1"; changelogs and the assignor's
+// internal topic are left out.
 function compactPartitions(list) {
   const byTopic = {};
   for (const tp of list || []) {
     const i = tp.lastIndexOf(":");
     const topic = tp.slice(0, i);
-    if (topic.endsWith("-changelog")) continue;
+    if (topic.endsWith("-changelog") || topic.includes("__assignor")) continue;
     (byTopic[topic] = byTopic[topic] || []).push(Number(tp.slice(i + 1)));
   }
   return Object.entries(byTopic).map(([t, ps]) => `${t} ${ps.sort((a, b) => a - b).join(",")}`).join(" · ") || "none";
@@ -349,8 +378,8 @@ function renderModel(d) {
 
 function renderDeadLetters(d) {
   const reasons = Object.entries(d.dead_letters).sort((a, b) => b[1] - a[1]);
-  fill("chart-dead-letters", barChart(reasons.map(([reason, n]) => ({
-    label: reason, value: n, data: { "data-reason": reason } })), { color: "#c93c37" }));
+  fill("chart-dead-letters", hbarChart(reasons.map(([reason, n]) => ({
+    label: reason, value: n, data: { "data-reason": reason } })), { color: "#c93c37", empty: "none" }));
   table("table-dead-letters", [["at"], ["reason"], ["id"], ["error"]],
     d.dead_letters_latest.map((x) => ({
       attrs: { "data-id": x.id },

@@ -1,0 +1,434 @@
+"""The web view: /api/stats, /api/cluster, /metrics and /dashboard/ in a real headless Chromium.
+
+The browser is Debian's `chromium`, driven through Debian's `chromedriver` by selenium; the
+`chromium` fixture installs both with apt-get when they are missing (never a browser download).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamapp.broker import HOST, EmbeddedBroker
+from streamapp.metrics import PrometheusMetrics
+from streamapp.processes import WorkerProcess
+from streamapp.stats import (
+    LATENCY_BOUNDS_MS,
+    BatchReport,
+    Histogram,
+    Interval,
+    WorkerStats,
+)
+from streamapp.web import merge_stats
+from tests.conftest import StartWorker, collect_outputs, demo_rows, send, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+APT_PACKAGES = ("chromium", "chromium-driver", "fonts-noto-cjk")  # CJK: the category names
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
+BROKEN = [b"{not json", b"", b"[1, 2]"]
+BROKEN_REASONS = Counter({"invalid_json": 1, "empty_value": 1, "not_an_object": 1})
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def get(worker: WorkerProcess, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://{HOST}:{worker.web_port}{path}", timeout=10) as answer:
+        return bytes(answer.read())
+
+
+def get_json(worker: WorkerProcess, path: str) -> dict[str, Any]:
+    return dict(json.loads(get(worker, path)))
+
+
+def report(size: int, *, queue_ms: list[float] | None = None, tokens: int = 0,
+           padded_tokens: int = 0, process_s: float = 0.01) -> BatchReport:
+    queue_ms = queue_ms if queue_ms is not None else [10.0] * size
+    return BatchReport(
+        finished_at=time.time(), size=size, predicted=size, matched=size // 2, failed=0,
+        model_name="m", model_version="1", queue_ms=queue_ms,
+        end_to_end_ms=[ms + 5 for ms in queue_ms], preprocess_s=0.002, process_s=process_s,
+        batch_s=process_s, tokens=tokens, padded_tokens=padded_tokens,
+        counts=[("category:生鲜", {"seen": size, "predicted": size, "matched": size // 2}),
+                ("path:生鲜/水果", {"seen": size, "predicted": size, "matched": size // 2})])
+
+
+# -- the browser --------------------------------------------------------------------------------
+
+def _missing_packages() -> list[str]:
+    missing = []
+    for package in APT_PACKAGES:
+        status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package],
+                                capture_output=True, text=True, check=False).stdout
+        if "install ok installed" not in status:
+            missing.append(package)
+    return missing
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium and chromedriver (and CJK fonts), installed when missing."""
+    missing = _missing_packages() if shutil.which("dpkg-query") else []
+    if missing:
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.fail(f"needs Debian packages {missing}: apt-get install -y {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "chromium / chromedriver not found"
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser(chromium: Path, tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(chromium)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument("--window-size=1400,1000")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def open_dashboard(driver: Any, worker: WorkerProcess) -> None:
+    """Load /dashboard/ and wait for a render of the numbers as they are now."""
+    driver.get(f"http://{HOST}:{worker.web_port}/dashboard/?refresh=1")
+    first = time.time()
+    wait_until(lambda: float(driver.execute_script(
+        "return document.body.dataset.generatedAt || 0")) > first, 30, "the dashboard to render")
+
+
+def attr(driver: Any, selector: str, name: str = "data-value") -> list[str]:
+    return [str(v) for v in driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map(e => e.getAttribute(arguments[1]))", selector, name)]
+
+
+def number(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def console_errors(driver: Any) -> list[dict[str, Any]]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def screenshot(driver: Any, path: Path) -> None:
+    """The whole page: the window made as tall as the document."""
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(1400, min(height + 20, 6000))
+    driver.save_screenshot(str(path))
+
+
+def check_page_against(driver: Any, stats: dict[str, Any]) -> None:
+    """What the page draws equals what /api/stats says (both read after the run settled)."""
+    totals = stats["totals"]
+    for key in ("seen", "predicted", "matched", "dead_letters"):
+        assert attr(driver, f'[data-kpi="{key}"]') == [str(totals[key])], key
+    for name, entry in stats["categories"].items():
+        row = f'#table-categories tr[data-category="{name}"]'
+        assert attr(driver, f'{row} td[data-field="seen"]') == [str(entry["seen"])]
+        assert attr(driver, f'{row} td[data-field="matched"]') == [str(entry["matched"])]
+        # The chart's line: the same per-minute counts, minute by minute.
+        drawn = attr(driver, f'#chart-throughput polyline[data-series="{name}"]', "data-values")
+        minutes = attr(driver, "#chart-throughput svg", "data-minutes")[0].split(",")
+        by_minute = dict(zip(map(int, minutes), map(int, drawn[0].split(",")), strict=True))
+        expected = dict(zip(stats["minutes"], entry["per_minute"], strict=True))
+        assert {m: n for m, n in by_minute.items() if n} == {m: n for m, n in expected.items()
+                                                            if n and m in by_minute}
+        assert sum(by_minute.values()) == entry["last_hour"] == entry["seen"]
+    for section, chart in (("batch_size", "chart-batch-size"),
+                           ("tokens_per_batch", "chart-tokens")):
+        drawn_bars = {le: n for le, n in zip(attr(driver, f"#{chart} rect", "data-le"),
+                                             map(int, attr(driver, f"#{chart} rect")),
+                                             strict=True) if n}
+        expected_bars = {("+Inf" if le is None else str(le).removesuffix(".0")): n
+                         for le, n in stats["batching"][section]["buckets"]}
+        assert drawn_bars == expected_bars, section
+    for stage in ("queue_ms", "tokenize_ms", "model_ms", "end_to_end_ms"):
+        for q in ("p50", "p95", "p99"):
+            bar = f'#chart-latency rect[data-stage="{stage}"][data-quantile="{q}"]'
+            drawn_q = attr(driver, bar)
+            assert [number(v) for v in drawn_q] == [stats["latency"][stage][q]], (stage, q)
+    reasons = dict(zip(attr(driver, "#chart-dead-letters rect", "data-reason"),
+                       map(int, attr(driver, "#chart-dead-letters rect")), strict=True))
+    assert reasons == stats["dead_letters"]
+    assert len(attr(driver, "#table-lag tbody tr", "data-tp")) == len(stats["lag"]["partitions"])
+    assert attr(driver, '#model dd[data-model="version"]', "data-model") == ["version"]
+    assert driver.find_element("css selector", '#model dd[data-model="version"]').text == \
+        stats["model"]["version"]
+
+
+# -- unit: histograms, merging, metrics -----------------------------------------------------------
+
+def test_histogram_quantiles_are_close_to_the_exact_ones() -> None:
+    values = [0.5 + (i * 7919 % 1000) * 1.7 for i in range(1000)]  # 0.5 .. 1700 ms, spread
+    hist = Histogram(LATENCY_BOUNDS_MS)
+    for v in values:
+        hist.observe(v)
+    ordered = sorted(values)
+    for q in (0.5, 0.95, 0.99):
+        exact = ordered[round(q * len(values)) - 1]
+        assert hist.quantile(q) == pytest.approx(exact, rel=0.03)
+    assert hist.quantile(1.0) == max(values)
+    assert Histogram(LATENCY_BOUNDS_MS).quantile(0.5) is None
+    # One sample: every quantile is that sample.
+    single = Histogram(LATENCY_BOUNDS_MS)
+    single.observe(42.0)
+    assert single.quantile(0.5) == single.quantile(0.99) == 42.0
+    # JSON round trip, and merging two halves gives the whole.
+    again = Histogram.from_description(LATENCY_BOUNDS_MS, hist.describe())
+    assert again.counts == hist.counts and again.quantile(0.95) == hist.quantile(0.95)
+    first, second = Histogram(LATENCY_BOUNDS_MS), Histogram(LATENCY_BOUNDS_MS)
+    for i, v in enumerate(values):
+        (first if i % 2 else second).observe(v)
+    first.merge(second)
+    assert first.counts == hist.counts and first.quantile(0.99) == hist.quantile(0.99)
+
+
+def test_worker_stats_window_batching_and_latency() -> None:
+    stats = WorkerStats()
+    stats.on_batch(report(8, queue_ms=[100.0] * 8, tokens=300, padded_tokens=400))
+    stats.on_batch(report(32, queue_ms=[1000.0] * 32, tokens=900, padded_tokens=1000))
+    stats.on_dead_letter("comments:0:1", "invalid_json", "not JSON " * 100)
+    window, span = stats.window()
+    described = window.describe(span)
+    batching, latency = described["batching"], described["latency"]
+    assert batching["batches"] == 2 and batching["records"] == 40
+    assert batching["dead_letters"] == 1
+    assert batching["padding_fraction"] == pytest.approx(1 - 1200 / 1400, abs=1e-4)
+    assert batching["mean_batch_size"] == 20.0
+    assert batching["batch_size"]["buckets"] == [[8.0, 1], [32.0, 1]]
+    assert batching["tokens_per_batch"]["buckets"] == [[512.0, 1], [1024.0, 1]]
+    assert latency["queue_ms"]["count"] == 40
+    assert latency["queue_ms"]["p50"] == pytest.approx(1000.0, rel=0.03)
+    assert latency["queue_ms"]["min"] == 100.0
+    assert latency["end_to_end_ms"]["max"] == 1005.0
+    assert latency["model_ms"]["count"] == 2
+    latest = list(stats.latest_dead_letters)
+    assert latest[0]["reason"] == "invalid_json" and len(latest[0]["error"]) == 500
+    # The window forgets minutes older than WINDOW_MINUTES.
+    stats.minutes = {minute - 60: interval for minute, interval in stats.minutes.items()}
+    assert stats.window()[0].counters["batches"] == 0
+
+
+def _worker_stats(url: str, minutes: list[int], seen: int, batch: int) -> dict[str, Any]:
+    """A worker's /api/stats as merge_stats reads it."""
+    stats = WorkerStats()
+    stats.on_batch(report(batch, queue_ms=[float(batch)] * batch))
+    window, span = stats.window()
+    entry = {"seen": seen, "predicted": seen, "matched": 1, "failed": 0,
+             "last_minute": {"seen": 1, "predicted": 1, "matched": 0, "failed": 0},
+             "per_minute": [0] * (len(minutes) - 1) + [seen]}
+    return {"app_id": "streamapp", "worker": url, "generated_at": 1.0,
+            "assigned_partitions": [f"streamapp-inference:{batch}"], "model": None,
+            "agents": stats.snapshot(), **window.describe(span), "minutes": minutes,
+            "categories": {"生鲜": entry}, "category_paths": {"生鲜/水果": entry},
+            "dead_letters": {"invalid_json": 1}, "dead_letters_latest": [],
+            "lag": {"total": 2, "partitions": [{"topic": "t", "partition": batch, "lag": 2}]}}
+
+
+def test_merge_stats_adds_workers_up() -> None:
+    minutes = [60 * m for m in range(1000, 1060)]
+    shifted = [m + 60 for m in minutes]  # the second worker answered in the next minute
+    merged = merge_stats([_worker_stats("a", minutes, 5, 4), _worker_stats("b", shifted, 7, 16)])
+    fresh = merged["categories"]["生鲜"]
+    assert fresh["seen"] == 12 and fresh["matched"] == 2
+    assert fresh["per_minute"][-1] == 5, "minutes are aligned on their start times"
+    assert fresh["last_minute"]["seen"] == 2
+    assert merged["totals"]["seen"] == 12 and merged["totals"]["dead_letters"] == 2
+    assert merged["dead_letters"] == {"invalid_json": 2}
+    assert merged["agents"]["records"] == 20 and merged["agents"]["batches"] == 2
+    assert merged["batching"]["batch_size"]["buckets"] == [[4.0, 1], [16.0, 1]]
+    assert merged["latency"]["queue_ms"]["count"] == 20
+    assert merged["latency"]["queue_ms"]["p50"] == pytest.approx(16.0, rel=0.03)
+    assert merged["lag"]["total"] == 4
+    assert {p["worker"] for p in merged["lag"]["partitions"]} == {"a", "b"}
+
+
+def test_prometheus_metrics_from_batch_reports() -> None:
+    registry = CollectorRegistry()
+    stats = WorkerStats(listeners=[PrometheusMetrics(registry)])
+    stats.on_batch(report(10, tokens=100, padded_tokens=160))
+    stats.on_dead_letter("comments:0:1", "too_large", "too long")
+    from prometheus_client import generate_latest
+
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry)
+                                                                  .decode())}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in families.values() for s in f.samples}
+    assert samples[("streamapp_batch_size_count", ())] == 1
+    assert samples[("streamapp_queue_wait_seconds_sum", ())] == pytest.approx(0.1)
+    assert samples[("streamapp_records_total", (("category", "生鲜"), ("outcome", "matched")))] \
+        == 5
+    assert samples[("streamapp_records_total",
+                    (("category", "生鲜"), ("outcome", "not_matched")))] == 5
+    assert samples[("streamapp_tokens_total", (("kind", "padding"),))] == 60
+    assert samples[("streamapp_dead_letters_total", (("reason", "too_large"),))] == 1
+
+
+def test_interval_description_round_trip() -> None:
+    interval = Interval()
+    interval.add_batch(report(3, tokens=20, padded_tokens=30))
+    again = Interval.from_description(interval.describe(60.0))
+    assert again.describe(60.0) == interval.describe(60.0)
+
+
+# -- integration: a real worker, a real browser -------------------------------------------------
+
+def _settled(worker: WorkerProcess, valid: int, broken: int) -> bool:
+    stats = worker.stats()
+    return stats["totals"]["seen"] == valid and stats["totals"]["dead_letters"] == broken
+
+
+@pytest.mark.integration
+def test_dashboard_api_and_metrics_show_a_running_worker(
+    broker: EmbeddedBroker, start_worker: StartWorker, browser: Any, tmp_path: Path
+) -> None:
+    worker = start_worker()
+    rows = demo_rows(240, seed=21)
+    ids = send(broker, [orjson.dumps(r) for r in rows] + BROKEN)
+    outputs = collect_outputs(broker.url, ["sku-matches", "comments-dlq"], set(ids), settle=0.5)
+    assert set(outputs) == set(ids)
+    wait_until(lambda: _settled(worker, len(rows), len(BROKEN)), 30, "the tables to count all")
+
+    # /api/stats: the old keys, and the new ones holding the run's real numbers.
+    stats = get_json(worker, "/api/stats")
+    assert get_json(worker, "/api/stats/")["totals"] == stats["totals"]
+    expected = Counter(str(r["categoryFirstName"]) for r in rows)
+    assert {name: e["seen"] for name, e in stats["categories"].items()} == expected
+    assert stats["dead_letters"] == BROKEN_REASONS
+    assert {d["reason"] for d in stats["dead_letters_latest"]} == set(BROKEN_REASONS)
+    agents, batching, latency = stats["agents"], stats["batching"], stats["latency"]
+    assert agents["records"] == batching["records"] == len(rows)
+    assert batching["batch_size"]["count"] == agents["batches"] == batching["batches"]
+    assert sum(n for _, n in batching["batch_size"]["buckets"]) == agents["batches"]
+    assert 0 <= batching["padding_fraction"] < 1
+    assert latency["end_to_end_ms"]["count"] == latency["queue_ms"]["count"] == len(rows)
+    for stage in ("queue_ms", "tokenize_ms", "model_ms", "end_to_end_ms"):
+        s = latency[stage]
+        assert 0 <= s["p50"] <= s["p95"] <= s["p99"] <= s["max"], stage
+    assert latency["end_to_end_ms"]["p50"] >= latency["queue_ms"]["p50"]
+    lag = stats["lag"]
+    inference_tps = {p for p in stats["assigned_partitions"]
+                     if p.startswith("streamapp-inference:")}
+    assert inference_tps <= {f"{p['topic']}:{p['partition']}" for p in lag["partitions"]}, lag
+    # Everything read and committed: the comment partitions' end offsets add up to what was
+    # sent (the fetch high watermark is exact, whatever ListOffsets answers), lag 0.
+    def caught_up() -> bool:
+        parts = [p for p in worker.stats()["lag"]["partitions"] if p["topic"] == "comments"]
+        return (sum(p["end_offset"] or 0 for p in parts) == len(ids)
+                and sum(p["committed"] or 0 for p in parts) == len(ids))
+
+    wait_until(caught_up, 15, "the lag to show every comment read and committed")
+    assert worker.stats()["lag"]["total"] == 0
+    assert "ListOffsets" in lag["note"]
+    assert {"name", "version", "device", "dtype", "loaded_at", "reloads",
+            "last_reload_error"} <= set(stats["model"])
+
+    # /api/cluster with one worker: the same numbers, and the worker listed.
+    cluster = get_json(worker, "/api/cluster")
+    assert cluster["totals"] == stats["totals"]
+    assert cluster["categories"].keys() == stats["categories"].keys()
+    assert [w["url"] for w in cluster["workers"]] == [stats["worker"]]
+
+    # /metrics: Prometheus text with streamapp's histograms and counters, and Faust's own.
+    families = {f.name: f for f in text_string_to_metric_families(get(worker, "/metrics")
+                                                                  .decode())}
+    for name in ("streamapp_batch_size", "streamapp_batch_tokens",
+                 "streamapp_queue_wait_seconds", "streamapp_tokenize_seconds",
+                 "streamapp_model_compute_seconds", "streamapp_end_to_end_seconds"):
+        assert families[name].type == "histogram", name
+    count = {s.name: s.value for f in families.values() for s in f.samples if not s.labels}
+    assert count["streamapp_batch_size_count"] == agents["batches"]
+    assert count["streamapp_end_to_end_seconds_count"] == len(rows)
+    records = [s for s in families["streamapp_records"].samples if s.name.endswith("_total")]
+    assert sum(s.value for s in records) == len(rows)
+    dead = {s.labels["reason"]: s.value for s in families["streamapp_dead_letters"].samples
+            if s.name.endswith("_total")}
+    assert dead == BROKEN_REASONS
+    model_info = families["streamapp_model_info"].samples[0].labels
+    assert model_info["version"] == stats["model"]["version"]
+    assert any(name.startswith("faust_") for name in families)
+
+    # The page in a real browser: no console errors, and the charts hold the same numbers.
+    open_dashboard(browser, worker)
+    check_page_against(browser, get_json(worker, "/api/stats"))
+    busiest = max(expected, key=lambda name: expected[name])
+    browser.find_element("css selector", f'#table-categories tr[data-category="{busiest}"]').click()
+    paths = attr(browser, "#table-paths tr[data-path] td[data-field=seen]")
+    assert sum(map(int, paths)) == expected[busiest], "the drill-down's paths add up"
+    assert attr(browser, "#chart-paths polyline", "data-series"), "the paths are charted"
+    assert console_errors(browser) == []
+    screenshot(browser, tmp_path / "dashboard.png")
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):  # refresh the README's picture on request
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(tmp_path / "dashboard.png", SCREENSHOT)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cluster_view_counts_every_comment_once(
+    broker: EmbeddedBroker, start_worker: StartWorker, browser: Any
+) -> None:
+    workers = [start_worker(), start_worker()]
+    wait_until(lambda: all(
+        any(p.startswith("streamapp-inference:") for p in w.stats()["assigned_partitions"])
+        for w in workers), 60, "both workers to hold inference partitions")
+    rows = demo_rows(300, seed=22)
+    ids = send(broker, [orjson.dumps(r) for r in rows] + BROKEN)
+    collect_outputs(broker.url, ["sku-matches", "comments-dlq"], set(ids), settle=0.5)
+    expected = Counter(str(r["categoryFirstName"]) for r in rows)
+
+    def cluster_settled() -> bool:
+        cluster = get_json(workers[0], "/api/cluster")
+        return (cluster["totals"]["seen"] == len(rows)
+                and cluster["totals"]["dead_letters"] == len(BROKEN))
+
+    wait_until(cluster_settled, 30, "the cluster view to count every comment")
+    for worker in workers:  # either worker gives the whole cluster, every comment once
+        cluster = get_json(worker, "/api/cluster")
+        assert {n: e["seen"] for n, e in cluster["categories"].items()} == expected
+        assert sum(e["last_hour"] for e in cluster["categories"].values()) == len(rows)
+        assert cluster["dead_letters"] == BROKEN_REASONS
+        assert cluster["agents"]["records"] == len(rows)
+        assert cluster["latency"]["end_to_end_ms"]["count"] == len(rows)
+        listed = cluster["workers"]
+        assert len(listed) == 2 and all(w["ok"] for w in listed)
+        held = [set(w["assigned_partitions"]) for w in listed]
+        assert not held[0] & held[1], "a partition is held by both workers"
+        assert all(w["records"] > 0 for w in listed), "both workers predicted comments"
+    alone = [w.stats()["totals"]["seen"] for w in workers]
+    assert sum(alone) == len(rows) and all(0 < n < len(rows) for n in alone)
+
+    open_dashboard(browser, workers[1])
+    assert attr(browser, '[data-kpi="seen"]') == [str(len(rows))]
+    assert len(attr(browser, "#table-workers tbody tr", "data-worker")) == 2
+    assert console_errors(browser) == []

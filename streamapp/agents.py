@@ -25,15 +25,14 @@ from faust.types import EventT, StreamT, TopicT
 from streamapp.inference import BatchTiming, ModelFailure
 from streamapp.records import (
     Comment,
-    DeadLetter,
     ModelRef,
     Reason,
     RejectedRecord,
     SkuMatchResult,
     Timing,
     comment_id,
+    dead_letter,
     decode_comment,
-    original_value,
 )
 from streamapp.stats import DEAD_LETTER, BatchReport, BatchTally, merge_counts, stats_key
 
@@ -58,9 +57,8 @@ async def send_dead_letter(
     app: StreamApp, record_id: str, reason: str, error: str, raw: bytes | None,
     source_ts: int | None,
 ) -> None:
-    value, is_base64 = original_value(raw)
-    letter = DeadLetter(id=record_id, reason=reason, error=error, value=value,
-                        value_base64=is_base64, source_ts=source_ts, failed_at=_now_ms())
+    letter = dead_letter(record_id, reason, error, raw, source_ts=source_ts,
+                         failed_at=_now_ms(), max_value_bytes=app.settings.dlq_max_value_bytes)
     await produce(app, app.dlq_topic, record_id, letter.model_dump_json().encode())
     await produce(app, app.stats_topic, stats_key(DEAD_LETTER, reason), b'{"seen":1}')
     app.worker_stats.on_dead_letter(record_id, reason, error)
@@ -301,7 +299,7 @@ def _load_model(app: StreamApp, **kwargs: Any) -> None:
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     app.models = manager
-    app.engine = InferenceEngine()
+    app.engine = InferenceEngine(max_batch=settings.batch_size)
     log.info("model %s version %s loaded from %s on %s (%s)%s", loaded.name, loaded.version,
              loaded.path, loaded.device, loaded.dtype,
              "" if loaded.batch else ", handler called per record")

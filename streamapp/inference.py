@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
+
 from streamapp.model.scores import ScoreError
 from streamapp.records import Reason
 
@@ -56,9 +58,39 @@ class BatchModel(Protocol):
             timing: BatchTiming | None = None) -> list[Outcome]: ...
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError | torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
 class InferenceEngine:
-    def __init__(self) -> None:
+    """The model thread, with batch bisection on failure and a batch size that adapts to
+    memory: an out-of-memory error halves the largest batch the model is given, and after
+    `recover_after` good batches in a row it doubles again, up to `max_batch`."""
+
+    def __init__(self, max_batch: int = 4096, recover_after: int = 50) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamapp-model")
+        self.max_batch = max_batch
+        self.limit = max_batch
+        self.recover_after = recover_after
+        self.out_of_memory = 0
+        self._good_in_a_row = 0
+
+    def _on_success(self) -> None:
+        self._good_in_a_row += 1
+        if self.limit < self.max_batch and self._good_in_a_row >= self.recover_after:
+            self.limit = min(self.max_batch, self.limit * 2)
+            self._good_in_a_row = 0
+            log.info("batch limit raised to %d after %d good batches", self.limit,
+                     self.recover_after)
+
+    def _on_out_of_memory(self, size: int) -> None:
+        self.out_of_memory += 1
+        self._good_in_a_row = 0
+        self.limit = max(1, min(self.limit, size) // 2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the failed batch's memory back before the retry
+        log.warning("out of memory on a batch of %d: batch limit now %d", size, self.limit)
 
     def _run_checked(self, model: BatchModel, requests: Sequence[dict[str, Any]],
                      timing: BatchTiming | None) -> list[Outcome]:
@@ -72,25 +104,35 @@ class InferenceEngine:
 
     async def score(self, model: BatchModel, requests: Sequence[dict[str, Any]],
                     timing: BatchTiming | None = None) -> list[Outcome]:
-        """An outcome per request, in order. Never raises.
+        """An outcome per request, in order. Never raises."""
+        outcomes: list[Outcome] = []
+        start = 0
+        while start < len(requests):
+            chunk = requests[start:start + self.limit]  # the limit may shrink in between
+            outcomes += await self._score(model, chunk, timing)
+            start += len(chunk)
+        return outcomes
 
-        When a batch fails it is split in halves and retried, so one poisonous record costs
-        about 2*log2(n) extra calls and only that record fails.
-        """
-        if not requests:
-            return []
+    async def _score(self, model: BatchModel, requests: Sequence[dict[str, Any]],
+                     timing: BatchTiming | None) -> list[Outcome]:
+        """When a batch fails it is split in halves and retried, so one poisonous record
+        costs about 2*log2(n) extra calls and only that record fails."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._run_checked, model,
-                                              requests, timing)
+            outcomes = await loop.run_in_executor(self._executor, self._run_checked, model,
+                                                  requests, timing)
         except Exception as exc:
+            if is_out_of_memory(exc):
+                self._on_out_of_memory(len(requests))
             if len(requests) == 1:
                 log.warning("model failed on one record: %r", exc)
                 return [failure(exc)]
             mid = len(requests) // 2
-            left = await self.score(model, requests[:mid], timing)
-            right = await self.score(model, requests[mid:], timing)
+            left = await self._score(model, requests[:mid], timing)
+            right = await self._score(model, requests[mid:], timing)
             return left + right
+        self._on_success()
+        return outcomes
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

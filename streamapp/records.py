@@ -9,6 +9,7 @@ escapes it, so one bad record can never stop a batch.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from typing import Literal
 
@@ -131,6 +132,11 @@ class DeadLetter(BaseModel):
     error: str
     value: str | None = Field(description="the original value as text (None when empty)")
     value_base64: bool = Field(False, description="value is base64: the bytes were not UTF-8")
+    value_bytes: int = Field(0, description="size of the original value in bytes")
+    value_truncated: bool = Field(
+        False, description="value holds only the first bytes: the original is larger than a "
+                           "message may be; it stays in the comment topic at `id`")
+    value_sha256: str | None = Field(None, description="sha256 of the whole original value")
     source_ts: int | None = None
     failed_at: int
 
@@ -147,6 +153,37 @@ def original_value(raw: bytes | None) -> tuple[str | None, bool]:
         return raw.decode("utf-8"), False
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), True
+
+
+def _utf8_prefix(data: bytes) -> str | None:
+    """`data` as text when it is UTF-8 cut anywhere: a cut through a character leaves up to
+    three bytes of it at the end."""
+    for cut in range(4):
+        try:
+            return data[: len(data) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def dead_letter(record_id: str, reason: str, error: str, raw: bytes | None, *,
+                source_ts: int | None, failed_at: int,
+                max_value_bytes: int = 256 * 1024) -> DeadLetter:
+    """A dead letter carrying the original bytes, or their first `max_value_bytes` when the
+    original is too large to fit in a message (with its size and sha256 to match it)."""
+    size = len(raw) if raw is not None else 0
+    truncated = raw is not None and size > max_value_bytes
+    if raw is not None and truncated:
+        kept = raw[:max_value_bytes]
+        text = _utf8_prefix(kept)
+        value, is_base64 = (text, False) if text is not None else original_value(kept)
+    else:
+        value, is_base64 = original_value(raw)
+    return DeadLetter(
+        id=record_id, reason=reason, error=error, value=value, value_base64=is_base64,
+        value_bytes=size, value_truncated=truncated,
+        value_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
+        source_ts=source_ts, failed_at=failed_at)
 
 
 def _not_an_object(parsed: object) -> RejectedRecord:

@@ -59,6 +59,9 @@ class Settings(BaseModel):
     max_tokens: int = Field(64, ge=8, le=512, description="tokenizer max length (seed: 64)")
     match_threshold: float = Field(0.5, ge=0.0, le=1.0, description="score at or above = match")
     max_review_chars: int = Field(20_000, ge=1, description="longer reviews are dead-lettered")
+    dlq_max_value_bytes: int = Field(
+        256 * 1024, ge=1024, le=64 * 2**20,
+        description="larger original values are cut in dead letters (sha256 kept)")
     input_format: Literal["auto", "json", "delimited"] = Field("auto", description="encoding")
     separator: str = Field(",", min_length=1, description="column separator of delimited records")
     web_port: int = Field(6066, ge=1, le=65535, description="web view port")

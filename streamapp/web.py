@@ -176,6 +176,14 @@ class LagMonitor:
         return self.latest
 
 
+def _engine_state(app: StreamApp) -> Json:
+    """The batch limit the model is given now (it halves on out-of-memory, then recovers)."""
+    engine = app.engine
+    if engine is None:
+        return {}
+    return {"batch_limit": engine.limit, "out_of_memory": engine.out_of_memory}
+
+
 async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
     """This worker's `/api/stats`."""
     now = time.time()
@@ -200,7 +208,7 @@ async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
         "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}"
                                       for tp in app.consumer.assignment()),
         "model": app.models.status() if app.models is not None else None,
-        "agents": worker_stats.snapshot(),
+        "agents": {**worker_stats.snapshot(), **_engine_state(app)},
         **window.describe(window_s),
         "minutes": minutes,
         "categories": groups[CATEGORY],

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import torch
 
 from streamapp.inference import BatchTiming, InferenceEngine, ModelFailure, Outcome
 from streamapp.records import Reason
@@ -378,3 +379,49 @@ def test_worker_stats_rate_window() -> None:
     assert stats.batches_per_second(window=60) == pytest.approx(0.2, rel=0.05)
     assert len(stats.recent) == 2, "batches older than the window are dropped"
     assert stats.records_per_second(window=5) == pytest.approx(50.0, rel=0.05)
+
+
+class RunsOutOfMemoryAbove:
+    """A model that runs out of memory on batches larger than `fits`, as a GPU would."""
+
+    def __init__(self, fits: int) -> None:
+        self.fits = fits
+        self.sizes: list[int] = []
+
+    def run(self, requests: Sequence[dict[str, Any]],
+            timing: BatchTiming | None = None) -> list[Outcome]:
+        self.sizes.append(len(requests))
+        if len(requests) > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [0.5] * len(requests)
+
+
+def test_out_of_memory_splits_the_batch_and_adapts_the_batch_size_then_recovers() -> None:
+    model = RunsOutOfMemoryAbove(fits=8)
+    engine = InferenceEngine(max_batch=64, recover_after=3)
+    requests = [{"input": str(i)} for i in range(64)]
+
+    async def main() -> list[list[Outcome]]:
+        return [await engine.score(model, requests) for _ in range(3)]
+
+    try:
+        first, second, third = asyncio.run(main())
+    finally:
+        engine.close()
+    assert first == second == third == [0.5] * 64, "nothing lost to out-of-memory"
+    assert engine.out_of_memory >= 1
+    # After the first batch the engine only sends what fits: 8 at a time, no more errors...
+    after_first = model.sizes[model.sizes.index(8):]
+    assert max(model.sizes[len(model.sizes) - 16:]) <= 16
+    assert engine.limit in (8, 16)
+    # ...and every `recover_after` good batches it tries twice as many again.
+    assert 16 in after_first, "the batch size is raised again after good batches"
+
+
+def test_out_of_memory_is_recognised_in_its_usual_forms() -> None:
+    from streamapp.inference import is_out_of_memory
+
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: out of memory"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -483,3 +484,21 @@ def test_an_empty_data_type_column_means_the_default() -> None:
     comment = decode_comment(as_delimited(dataType=""))
     assert comment.dataType == ""
     assert comment.reviewBody
+
+
+def test_a_dead_letter_carries_the_original_or_its_first_bytes_with_size_and_hash() -> None:
+    from streamapp.records import dead_letter
+
+    small = dead_letter("c:0:1", "invalid_json", "x", b"{bad", source_ts=None, failed_at=1)
+    assert (small.value, small.value_truncated, small.value_bytes) == ("{bad", False, 4)
+    text = "苹果".encode() * 1000  # 6000 bytes; 3 bytes a character
+    cut = dead_letter("c:0:2", "too_large", "x", text, source_ts=None, failed_at=1,
+                      max_value_bytes=1001)  # cuts through a character
+    assert cut.value_truncated and not cut.value_base64
+    assert cut.value == "苹果" * 166 + "苹" and cut.value_bytes == 6000
+    assert cut.value_sha256 == hashlib.sha256(text).hexdigest()
+    binary = dead_letter("c:0:3", "invalid_utf8", "x", b"\xff" * 5000, source_ts=None,
+                         failed_at=1, max_value_bytes=1024)
+    assert binary.value_base64 and base64.b64decode(binary.value or "") == b"\xff" * 1024
+    empty = dead_letter("c:0:4", "empty_value", "x", None, source_ts=None, failed_at=1)
+    assert (empty.value, empty.value_bytes, empty.value_sha256) == (None, 0, None)

@@ -68,6 +68,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "max_tokens": ("128", 128),
     "match_threshold": ("0.75", 0.75),
     "max_review_chars": ("5000", 5000),
+    "dlq_max_value_bytes": ("4096", 4096),
     "input_format": ("delimited", "delimited"),
     "separator": ("\x01", "\x01"),
     "web_port": ("8080", 8080),

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from streamapp.handlers.builtin import SkuMatchInfer
+
 
 class FailsToInitialize:
     def initialize(self, configDict: dict[str, Any]) -> None:
@@ -31,3 +33,15 @@ class Echo:
         if preprocessed == "no result":
             return {"score": 0.5}
         return {"result": float(preprocessed)}
+
+
+class PoisonedSkuMatch(SkuMatchInfer):
+    """The built-in BERT handler, raising on any batch that holds a poison review, as a
+    model bug triggered by one input would."""
+
+    POISON = "☠"
+
+    def preprocess(self, reqDict: dict[str, Any], modelSpec: Any) -> Any:
+        if any(self.POISON in text for text in reqDict["input"]):
+            raise RuntimeError("device-side assert triggered")
+        return super().preprocess(reqDict, modelSpec)

@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from streamapp.security import broker_credentials
 from streamapp.settings import Settings, SettingsError
 from streamapp.stats import WorkerStats
 
@@ -72,6 +73,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     store = "memory://" if settings.store == "memory" else "rocksdb://"
     return {
         "broker": settings.broker_urls,
+        "broker_credentials": broker_credentials(settings),
         "store": store,
         "datadir": str(settings.datadir),
         "topic_partitions": settings.partitions,

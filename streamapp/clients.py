@@ -22,6 +22,16 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 from streamapp.records import InputFormat
 
 
+def connection(broker: str) -> dict[str, Any]:
+    """aiokafka's connection arguments: the bootstrap servers, plus the TLS/SASL settings of
+    the environment (STREAMAPP_SECURITY_PROTOCOL, ...), the same the worker uses."""
+    from streamapp.security import aiokafka_security
+    from streamapp.settings import Settings
+
+    return {"bootstrap_servers": bootstrap_servers(broker),
+            **aiokafka_security(Settings.from_env())}
+
+
 def bootstrap_servers(broker: str) -> str:
     """`kafka://h1:9092,h2:9092` (STREAMAPP_BROKER's form) to aiokafka's `h1:9092,h2:9092`."""
     hosts = [h.strip().split("://", 1)[-1] for h in broker.split(",") if h.strip()]
@@ -31,7 +41,7 @@ def bootstrap_servers(broker: str) -> str:
 @contextlib.asynccontextmanager
 async def open_producer(broker: str, *, max_batch_size: int = 256 * 1024,
                         max_request_size: int = 1024 * 1024) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), linger_ms=5,
+    producer = AIOKafkaProducer(**connection(broker), linger_ms=5,
                                 max_batch_size=max_batch_size,
                                 max_request_size=max_request_size)
     try:
@@ -74,7 +84,7 @@ async def follow(
     times a second) says so.
     """
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap_servers(broker), group_id=None,
+        *topics, **connection(broker), group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         fetch_max_wait_ms=100,
@@ -212,9 +222,9 @@ async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Seq
     The output topics' ends are noted before sending, so only what comes after is read.
     Returns (comment id, the output record or None after `timeout` seconds).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker), group_id=None,
+    consumer = AIOKafkaConsumer(**connection(broker), group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=100)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker))
+    admin = AIOKafkaAdminClient(**connection(broker))
     await consumer.start()
     await admin.start()
     try:

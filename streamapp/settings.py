@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "STREAMAPP_"
 
@@ -71,6 +79,17 @@ class Settings(BaseModel):
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="table store")
     fetch_wait_ms: int = Field(50, ge=1, le=10_000,
                                description="longest wait of a consumer fetch")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to Kafka")
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism")
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    sasl_password_file: Path | None = Field(None, description="file holding the SASL password")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for the brokers' certificates")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
+    ssl_check_hostname: bool = Field(True, description="check the brokers' host names")
     session_timeout_s: float = Field(10.0, gt=0, le=300, description="Kafka group session timeout")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
@@ -95,6 +114,25 @@ class Settings(BaseModel):
         if not ok:
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> Settings:
+        if self.security_protocol.startswith("SASL_"):
+            if not self.sasl_username:
+                raise ValueError(f"{self.security_protocol} needs STREAMAPP_SASL_USERNAME")
+            if (self.sasl_password is None) == (self.sasl_password_file is None):
+                raise ValueError(f"{self.security_protocol} needs one of "
+                                 "STREAMAPP_SASL_PASSWORD or STREAMAPP_SASL_PASSWORD_FILE")
+        for name in ("sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{self.env_name(name)}: no such file {path}")
+        return self
+
+    def sasl_password_value(self) -> str | None:
+        if self.sasl_password_file is not None:
+            return self.sasl_password_file.read_text().strip()
+        return self.sasl_password.get_secret_value() if self.sasl_password else None
 
     @property
     def broker_urls(self) -> list[str]:
@@ -130,8 +168,11 @@ class Settings(BaseModel):
             settings = cls.model_validate(values)
         except ValidationError as exc:
             for err in exc.errors():
-                field = str(err["loc"][0]) if err["loc"] else "?"
-                got = values.get(field)
+                if not err["loc"]:  # a check across settings: its message names them
+                    problems.append(str(err["msg"]).removeprefix("Value error, "))
+                    continue
+                field = str(err["loc"][0])
+                got = "<secret>" if "password" in field else values.get(field)
                 problems.append(f"{cls.env_name(field)}={got!r}: {err['msg']}")
             settings = None
         if problems:

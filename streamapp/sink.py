@@ -24,7 +24,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from streamapp.clients import bootstrap_servers
+from streamapp.clients import connection
 from streamapp.records import SkuMatchResult
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ async def run_sink(broker: str, db: Database, *, topic: str, group: str = DEFAUL
                    on_batch: Callable[[SinkStats], None] | None = None) -> SinkStats:
     """Consume `topic` into `db` until `stop()`, or `idle_timeout` seconds without records."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap_servers(broker), group_id=group,
+        topic, **connection(broker), group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=200,
         max_poll_records=batch_size,
         # The broker holds a join for about half the session timeout (STREAMAPP_SESSION_TIMEOUT_S)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from streamapp.settings import Settings, SettingsError
 
@@ -78,6 +78,15 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "store": ("memory", "memory"),
     "session_timeout_s": ("30.5", 30.5),
     "fetch_wait_ms": ("20", 20),
+    "security_protocol": ("SSL", "SSL"),
+    "sasl_mechanism": ("PLAIN", "PLAIN"),
+    "sasl_username": ("svc-streamapp", "svc-streamapp"),
+    "sasl_password": ("pw", SecretStr("pw")),
+    "sasl_password_file": (__file__, Path(__file__)),  # any existing file
+    "ssl_cafile": (__file__, Path(__file__)),
+    "ssl_certfile": (__file__, Path(__file__)),
+    "ssl_keyfile": (__file__, Path(__file__)),
+    "ssl_check_hostname": ("false", False),
     "log_level": ("debug", "debug"),
 }
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -18,39 +20,49 @@ import orjson
 from streamapp.broker import EmbeddedBroker
 from streamapp.clients import follow, format_output, open_producer, send_all
 from streamapp.processes import WorkerProcess
-from streamapp.records import encode_delimited
+from streamapp.records import comment_id, encode_delimited
 from streamapp.settings import Settings
 from streamapp.synthetic import generate_comments
 
 BROKEN_EVERY = 25  # one broken record in this many, to show the dead-letter topic at work
 
 
-def demo_values(seed: int = 7) -> itertools.cycle[bytes]:
-    """Comments in both encodings the seed's job writes, with some broken records."""
-    values: list[bytes] = []
+def demo_values(seed: int = 7) -> itertools.cycle[tuple[bytes, str]]:
+    """(value, review) of comments in both encodings the seed's job writes, with some
+    broken records."""
+    values: list[tuple[bytes, str]] = []
     for i, row in enumerate(generate_comments(400, seed=seed)):
         row.pop("label", None)
+        review = str(row["reviewBody"])
         if i % BROKEN_EVERY == BROKEN_EVERY - 1:
-            values.append(b'{"baseSkuName": "broken export", "reviewBody": ')
+            values.append((b'{"baseSkuName": "broken export", "reviewBody": ', ""))
         elif i % 3 == 0:
-            values.append(encode_delimited(row).encode())
+            values.append((encode_delimited(row).encode(), review))
         else:
-            values.append(orjson.dumps(row))
+            values.append((orjson.dumps(row), review))
     return itertools.cycle(values)
 
 
-async def _feed(broker: str, topic: str, rate: float) -> None:
+async def _feed(broker: str, topic: str, rate: float, reviews: dict[str, str]) -> None:
+    """Send `rate` comments a second; remember each one's review by id, for the display."""
     values = demo_values()
     async with open_producer(broker) as producer:
         while True:
-            await send_all(producer, topic, [next(values) for _ in range(max(int(rate), 1))])
+            batch = [next(values) for _ in range(max(int(rate), 1))]
+            sent = await send_all(producer, topic, [value for value, _ in batch])
+            for (_, review), where in zip(batch, sent, strict=True):
+                reviews[comment_id(where.topic, where.partition, where.offset)] = review
             await asyncio.sleep(1.0)
 
 
-async def _show(broker: str, settings: Settings) -> None:
+async def _show(broker: str, settings: Settings, reviews: dict[str, str]) -> None:
     topics = [settings.results_topic, settings.dlq_topic]
+    color = sys.stdout.isatty()
     async for record in follow(broker, topics, from_beginning=False):
-        print(format_output(orjson.loads(record.value), color=sys.stdout.isatty()), flush=True)
+        value = orjson.loads(record.value)
+        review = reviews.pop(value["id"], "")
+        print(format_output(value, color=color) + (f"  {review[:36]}" if review else ""),
+              flush=True)
 
 
 def run_quickstart(port: int = 9092, rate: float = 20.0) -> int:
@@ -66,11 +78,16 @@ def run_quickstart(port: int = 9092, rate: float = 20.0) -> int:
             print(f"building the demo model into {model_dir} (about a minute) ...", flush=True)
             report = build_demo_model(model_dir)
             print(f"demo model: held-out accuracy {report.accuracy:.3f}", flush=True)
-        worker = WorkerProcess({"broker": broker.url}, logdir / "worker.log").start()
+        # The embedded broker starts empty each time, so table state must too: a store left
+        # by an earlier run would be ahead of its (new, empty) changelog.
+        datadir = Path(tempfile.mkdtemp(prefix="streamapp-demo-"))
+        worker = WorkerProcess({"broker": broker.url, "datadir": str(datadir)},
+                               logdir / "worker.log").start()
         try:
             worker.wait_ready(timeout=180)
+            web = worker.stats_url.removesuffix("api/stats/")
             print(f"worker: pid {worker.proc.pid if worker.proc else '?'}, log "
-                  f"{worker.log_path}, stats {worker.stats_url}", flush=True)
+                  f"{worker.log_path}; dashboard {web}dashboard/", flush=True)
             print(f"feeding {rate:g} demo comments/s to '{settings.comments_topic}'; "
                   "Ctrl-C stops everything\n", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
@@ -80,9 +97,12 @@ def run_quickstart(port: int = 9092, rate: float = 20.0) -> int:
             return 1
         finally:
             worker.stop(timeout=30)
+            shutil.rmtree(datadir, ignore_errors=True)
     print("stopped", flush=True)
     return 0
 
 
 async def _run(broker: str, settings: Settings, rate: float) -> None:
-    await asyncio.gather(_feed(broker, settings.comments_topic, rate), _show(broker, settings))
+    reviews: dict[str, str] = {}
+    await asyncio.gather(_feed(broker, settings.comments_topic, rate, reviews),
+                         _show(broker, settings, reviews))

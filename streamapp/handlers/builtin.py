@@ -44,6 +44,8 @@ class SkuMatchInfer:
         else:
             raise ValueError(f"the built-in handler serves pytorch and torchscript models, not "
                              f"{model_type!r}: set STREAMAPP_HANDLER to a handler for it")
+        # One batch at start: CUDA context, kernels and allocator warmed before real traffic.
+        self.model.predict(["预热"] * 2, ["预热"] * 2)
         configDict["logger"].info("built-in handler loaded %s", self.model.info)
 
     def _loaded(self) -> PairClassifier:

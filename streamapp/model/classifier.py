@@ -139,14 +139,20 @@ class PairClassifier:
         pads as the seed does, for comparison)."""
         if len(reviews) != len(sku_names):
             raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
-        return self._tokenizer(
+        batch = self._tokenizer(
             list(reviews),
             list(sku_names),
             max_length=self.max_tokens,
             truncation="longest_first",
             padding="max_length" if pad_to_max else "longest",
             return_tensors="pt",
-        ).to(self._device)
+        )
+        if self._device.type == "cuda":
+            # Pinned host memory lets the copy run asynchronously with the GPU's work.
+            for name, tensor in batch.items():
+                batch[name] = tensor.pin_memory().to(self._device, non_blocking=True)
+            return batch
+        return batch.to(self._device)
 
     def probabilities(self, batch: Any) -> torch.Tensor:
         """Match probabilities for a tokenized batch, shape (n,)."""
@@ -205,6 +211,7 @@ class SkuMatchClassifier(PairClassifier):
                 use_safetensors=True,
                 local_files_only=True,
                 dtype=dtype,
+                attn_implementation="sdpa",  # fused attention kernels (flash / mem-efficient)
                 output_loading_info=True,
             )
         except Exception as exc:  # safetensors/torch/transformers errors vary by corruption

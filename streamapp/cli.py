@@ -41,13 +41,14 @@ def worker(ctx: click.Context) -> None:
 @main.command("demo-model")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="directory to write the model into")
-@click.option("--train-size", default=6000, show_default=True)
+@click.option("--train-size", type=int, default=None,
+              help="synthetic training comments [default: the builder's]")
 @click.option("--seed", default=0, show_default=True)
-def demo_model(out_dir: Path, train_size: int, seed: int) -> None:
+def demo_model(out_dir: Path, train_size: int | None, seed: int) -> None:
     """Train the demo SKU-match model on synthetic comments (about a minute on 2 cores)."""
-    from streamapp.model.demo import build_demo_model
+    from streamapp.model.demo import TRAIN_EXAMPLES, build_demo_model
 
-    report = build_demo_model(out_dir, train_size=train_size, seed=seed)
+    report = build_demo_model(out_dir, train_size=train_size or TRAIN_EXAMPLES, seed=seed)
     click.echo(f"demo model written to {report.path}: held-out accuracy "
                f"{report.accuracy:.3f} on {report.test_size} comments it never saw "
                f"({report.seconds:.0f}s)")
@@ -386,6 +387,53 @@ def bench(comments: Path, runs: int, quick: bool, out: Path) -> None:
                       log=lambda line: click.echo(line, err=True))
     write_report(results, out, Path("bench/results.json"))
     click.echo(f"wrote {out} and bench/results.json")
+
+
+@main.command()
+@click.option("--runs", default=3, show_default=True, help="runs per fault (seeds seed, seed+1...)")
+@click.option("--records", default=20_000, show_default=True,
+              help="comments per run (kill9, kill9_twice, sigterm, join_leave, broker_pause)")
+@click.option("--backlog", default=50_000, show_default=True, help="backpressure's backlog")
+@click.option("--slow-records", default=600, show_default=True, help="slow_model's comments")
+@click.option("--slow-delay-s", default=7.0, show_default=True,
+              help="slow_model's seconds per batch (session timeout: 10 s)")
+@click.option("--pause-s", default=30.0, show_default=True, help="broker_pause's freeze")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--fault", "faults", multiple=True, help="only this fault (repeatable)")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              default=Path("var/models/demo"), show_default=True,
+              help="demo model (built when missing)")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("var/reliability"),
+              show_default=True, help="worker logs, per fault and run")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("RELIABILITY.md"),
+              show_default=True)
+def reliability(runs: int, records: int, backlog: int, slow_records: int, slow_delay_s: float,
+                pause_s: float, seed: int, faults: tuple[str, ...], model_dir: Path,
+                workdir: Path, out: Path) -> None:
+    """Fault-injection suite: real broker and workers, every fault `runs` times; RELIABILITY.md."""
+    import shlex
+
+    from streamapp.reliability import SUITE_FAULTS, demo_model_dir, run_suite, suite_cases
+    from streamapp.reliability import write_report as write_reliability
+
+    unknown = sorted(set(faults) - set(SUITE_FAULTS))
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; known: {', '.join(SUITE_FAULTS)}",
+                                 param_hint="--fault")
+    options = {"records": records, "backlog": backlog, "slow_records": slow_records,
+               "slow_delay_s": slow_delay_s}
+    with demo_model_dir(model_dir) as model:
+        results = run_suite(model, runs=runs, seed=seed, faults=faults or SUITE_FAULTS,
+                            workdir=workdir, pause_s=pause_s,
+                            log=lambda line: click.echo(line, err=True), **options)
+    command = "streamapp reliability " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 \
+        else "streamapp reliability"
+    write_reliability(results, out, command=command.strip(),
+                      cases=suite_cases(pause_s=pause_s, **options))
+    failed = [r.summary() for reports in results.values() for r in reports if not r.ok]
+    click.echo(f"wrote {out}" + (f"; {len(failed)} run(s) failed" if failed else ""))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

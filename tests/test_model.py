@@ -227,9 +227,9 @@ def test_cuda_requested_without_cuda(tiny_model: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_model_learns_sku_match(tmp_path: Path) -> None:
-    report = build_demo_model(tmp_path / "demo", train_size=6000, test_size=400, epochs=2, log=None)
+    report = build_demo_model(tmp_path / "demo", train_size=5000, test_size=400, epochs=2, log=None)
     assert report.accuracy >= 0.8
-    assert (report.train_size, report.test_size) == (6000, 400)
+    assert (report.train_size, report.test_size) == (5000, 400)
     assert (tmp_path / "demo" / "config.json").is_file()
     # Only the finished model is left beside it: no temporary build directory.
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 9092
 
-.PHONY: install run test lint bench broker worker demo-model clean
+.PHONY: install run test lint bench reliability broker worker demo-model clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ lint: install
 # QUICK=1 runs small counts once, to check the suite itself.
 bench: install
 	$(BIN)/streamapp bench $(if $(QUICK),--quick --runs 1,)
+
+# The fault-injection suite (not part of `make test`): RELIABILITY.md, logs in var/reliability.
+# About 30 minutes with the defaults; RUNS=, RECORDS=, BACKLOG=, SLOW_RECORDS= make it shorter.
+reliability: install
+	$(BIN)/streamapp reliability $(if $(RUNS),--runs $(RUNS),) $(if $(RECORDS),--records $(RECORDS),) \
+		$(if $(BACKLOG),--backlog $(BACKLOG),) $(if $(SLOW_RECORDS),--slow-records $(SLOW_RECORDS),)
 
 broker: install
 	$(BIN)/streamapp broker --port $(PORT)

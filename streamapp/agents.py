@@ -34,7 +34,14 @@ from streamapp.records import (
     dead_letter,
     decode_comment,
 )
-from streamapp.stats import DEAD_LETTER, BatchReport, BatchTally, merge_counts, stats_key
+from streamapp.stats import (
+    APPLIED_OFFSET,
+    DEAD_LETTER,
+    BatchReport,
+    BatchTally,
+    merge_counts,
+    stats_key,
+)
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -185,6 +192,20 @@ async def infer_batch(app: StreamApp, events: Sequence[EventT],
         padded_tokens=timing.padded_tokens, counts=counts))
 
 
+def apply_once(current: dict[str, int] | None, counts: dict[str, int],
+               offset: int) -> dict[str, int]:
+    """Add a stats message's counts to a table value unless it was added before.
+
+    A key's stats messages all sit in one partition of the stats topic, so their offsets only
+    grow; each value keeps the last one it applied (`_offset`). After a rebalance or a crash
+    the new owner restores the table and is handed again the messages after the last commit:
+    without this check they were counted twice (measured: hundreds per rebalance).
+    """
+    if current is not None and current.get(APPLIED_OFFSET, -1) >= offset:
+        return current
+    return {**merge_counts(current, counts), APPLIED_OFFSET: offset}
+
+
 class BatchPipeline:
     """Up to `depth` batches in flight: while the model thread computes one, the event loop
     decodes the next and produces the previous one's outputs.
@@ -262,11 +283,11 @@ def register(app: StreamApp) -> None:
 
     @app.agent(app.stats_topic, name="tally")
     async def tally(stream: StreamT[Any]) -> None:
-        async for key, value in stream.items():
-            name = key.decode()
-            counts = orjson.loads(value)
-            app.totals[name] = merge_counts(app.totals[name], counts)
-            app.per_minute[name] = merge_counts(app.per_minute[name].value(), counts)
+        async for event in stream.events():
+            name, offset = event.key.decode(), event.message.offset
+            counts = orjson.loads(event.value)
+            app.totals[name] = apply_once(app.totals[name], counts, offset)
+            app.per_minute[name] = apply_once(app.per_minute[name].value(), counts, offset)
 
     if settings.reload_interval_s > 0 and settings.model_version is None:
         @app.timer(settings.reload_interval_s, name="model-reload")

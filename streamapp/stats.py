@@ -22,6 +22,8 @@ PATH = "path"  # full category path, "生鲜/水果/苹果"
 DEAD_LETTER = "dead_letter"  # reason code
 
 COUNTERS = ("seen", "predicted", "matched", "failed")
+# Table values also keep the offset of the last stats message applied (streamapp.agents).
+APPLIED_OFFSET = "_offset"
 
 
 def stats_key(kind: str, name: str) -> str:

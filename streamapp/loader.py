@@ -462,6 +462,14 @@ def _jsonable(value: object) -> object:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak RSS. VmHWM belongs to the process's memory map, new at exec;
+    ru_maxrss survives exec on Linux and would report a larger parent's peak instead."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # KiB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

@@ -107,6 +107,28 @@ async def follow(
         await consumer.stop()
 
 
+
+async def follow_until_complete(
+    broker: str, topics: list[str], expected_keys: set[str], *, timeout: float,
+    settle: float = 2.0,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Records of `topics` until every expected key has been seen (then `settle` more
+    seconds, to catch late duplicates) or `timeout` passes: how a test or the reliability
+    harness reads the outputs of the comments it sent."""
+    keys: set[str] = set()
+    deadline = time.monotonic() + timeout
+    done_at: list[float] = []
+
+    def finished() -> bool:
+        now = time.monotonic()
+        if not done_at and expected_keys <= keys:
+            done_at.append(now)
+        return now > deadline or bool(done_at and now - done_at[0] > settle)
+
+    async for record in follow(broker, topics, stop=finished):
+        keys.add(record.key.decode() if record.key else "")
+        yield record
+
 async def send_batched(producer: AIOKafkaProducer, topic: str,
                        values: Sequence[bytes]) -> list[asyncio.Future[RecordMetadata]]:
     """Send keyless values in whole batches, spread round-robin over the topic's partitions.

@@ -50,7 +50,7 @@ from typing import Any
 import orjson
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import follow, open_producer, send_all
+from streamapp.clients import follow, follow_until_complete, open_producer, send_all
 from streamapp.processes import WorkerProcess
 from streamapp.records import Reason, comment_id
 from streamapp.synthetic import generate_comments
@@ -379,16 +379,8 @@ async def collect_outputs(broker: str, expected: set[str], timeout: float,
     """Read the result and dead-letter topics until every expected id has an output (then
     `settle` more seconds, to catch late duplicates) or `timeout` passes."""
     seen: Outputs = defaultdict(list)
-    deadline = time.monotonic() + timeout
-    done_at: list[float] = []
-
-    def finished() -> bool:
-        now = time.monotonic()
-        if not done_at and expected <= seen.keys():
-            done_at.append(now)
-        return now > deadline or bool(done_at and now - done_at[0] > settle)
-
-    async for record in follow(broker, [RESULTS, DLQ], stop=finished):
+    async for record in follow_until_complete(broker, [RESULTS, DLQ], expected,
+                                              timeout=timeout, settle=settle):
         key = record.key.decode() if record.key else ""
         value = orjson.loads(record.value)
         if record.topic == RESULTS:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import follow, produce
+from streamapp.clients import follow_until_complete, produce
 from streamapp.model.demo import build_demo_model
 from streamapp.processes import WorkerProcess
 from streamapp.records import comment_id
@@ -76,17 +76,10 @@ def collect_outputs(broker_url: str, topics: list[str], expected_ids: set[str],
     catch duplicates) or the timeout passes. Returns id -> [(topic, decoded value)]."""
 
     seen: Outputs = defaultdict(list)
-    deadline = time.monotonic() + timeout
-    done_at: list[float] = []
-
-    def finished() -> bool:
-        now = time.monotonic()
-        if not done_at and expected_ids <= seen.keys():
-            done_at.append(now)
-        return now > deadline or bool(done_at and now - done_at[0] > settle)
 
     async def run() -> None:
-        async for record in follow(broker_url, topics, stop=finished):
+        async for record in follow_until_complete(broker_url, topics, expected_ids,
+                                                  timeout=timeout, settle=settle):
             key = record.key.decode() if record.key else ""
             seen[key].append((record.topic, orjson.loads(record.value)))
 

@@ -107,6 +107,8 @@ class Timing(BaseModel):
     source_ts: int | None = Field(description="comment's Kafka timestamp, ms since epoch")
     queued_ms: float = Field(description="from the comment's timestamp to its batch starting")
     compute_ms: float = Field(description="tokenize + model for the whole batch")
+    batch_started_at: int = Field(0, description="ms since epoch when the batch started "
+                                                 "(read its model version)")
     batch_size: int
     predicted_at: int = Field(description="ms since epoch when the score was known")
 

@@ -295,11 +295,11 @@ def test_hot_swap_under_a_steady_stream_loses_and_repeats_nothing(
     model = worker.stats()["model"]
     assert model["version"] == "2" and model["reloads"] == 1
     # A batch reads the model once, when it starts: every version-1 batch started before the
-    # swap, every version-2 batch after it (start = predicted_at - compute_ms, to 1 ms).
+    # swap, every version-2 batch after it (batch_started_at is in whole milliseconds).
     swapped_ms = model["swapped_at"] * 1000
 
-    def starts(version: str) -> list[float]:
-        return [r.timing.predicted_at - r.timing.compute_ms for r in by_version[version]]
+    def starts(version: str) -> list[int]:
+        return [r.timing.batch_started_at for r in by_version[version]]
 
     assert max(starts("1")) <= swapped_ms
     assert min(starts("2")) >= swapped_ms - 1

@@ -597,11 +597,12 @@ def run_scenario(model_dir: str | Path, *, fault: str = "kill9", records: int = 
         distinct, replayed = oracle_counts(set(ids), outputs)
         table = stats = None
         if check_table:
-            table = table_counts(run.live(), sum(distinct.values()))
+            # Stats topic first, then the tables once they hold at least as much (the tally
+            # trails the stats topic; a late rebalance, e.g. a killed member's session
+            # expiring, can still replay batches), then the outputs again, to their end: the
+            # duplicate results of those replays come after the first reading.
             stats = asyncio.run(stats_topic_counts(run.broker.url))
-            # The outputs again, read to their end after the stats topic: a rebalance after
-            # the first reading (join_leave's worker leaving) replays batches whose counts the
-            # stats topic holds, and whose duplicate results came after that reading.
+            table = table_counts(run.live(), max(sum(distinct.values()), sum(stats.values())))
             everything = asyncio.run(collect_outputs(run.broker.url, set(ids), timeout=30.0,
                                                      settle=2.0))
             distinct, replayed = oracle_counts(set(ids), everything)

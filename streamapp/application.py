@@ -38,6 +38,7 @@ class StreamApp(faust.App):
         # Set at worker init (streamapp.agents._load_model), before anything is consumed.
         self.engine: Any = None  # streamapp.inference.InferenceEngine
         self.models: Any = None  # streamapp.serving.ModelManager
+        self.intake: Any = None  # streamapp.intake.BatchIntake, with STREAMAPP_INTAKE=batch
         owned = {"partitions": settings.partitions}  # topics streamapp creates
         # Raw bytes everywhere: decoding is ours, so a bad record becomes a dead letter,
         # never a crash inside Faust's deserializer.

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from streamapp.broker import HOST
 
 # Faust's -l takes its own names.
@@ -39,6 +41,14 @@ class WorkerProcess:
                  "-l", FAUST_LOG_LEVELS.get(self.log_level, self.log_level)],
                 env=self.env, stdout=log_file, stderr=subprocess.STDOUT)
         return self
+
+    @property
+    def source_topic(self) -> str:
+        """The topic its inference reads: the internal one with fan-out, else the comments."""
+        app_id = self.env.get("STREAMAPP_APP_ID", "streamapp")
+        if not TypeAdapter(bool).validate_python(self.env.get("STREAMAPP_FANOUT", "true")):
+            return self.env.get("STREAMAPP_COMMENTS_TOPIC", "comments")
+        return f"{app_id}-inference"
 
     @property
     def stats_url(self) -> str:

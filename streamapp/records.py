@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 import orjson
@@ -54,6 +55,21 @@ class Reason:
     UNSUPPORTED_DATA_TYPE = "unsupported_data_type"
     MODEL_ERROR = "model_error"
     BAD_MODEL_OUTPUT = "bad_model_output"
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One record as read from Kafka, whichever consumer read it (Faust's or the intake's)."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None  # the record's Kafka timestamp
+
+    @property
+    def id(self) -> str:
+        return comment_id(self.topic, self.partition, self.offset)
 
 
 class RejectedRecord(Exception):
@@ -124,6 +140,19 @@ class SkuMatchResult(BaseModel):
     categories: list[str]
     categoryPath: str
     timing: Timing
+
+
+def result_json(record_id: str, comment: Comment, *, score: float, match: bool,
+                model: dict[str, str], timing: dict[str, int | float | None]) -> bytes:
+    """A `SkuMatchResult` as JSON, without building the pydantic model: the data path writes
+    one per record, and the model took ~8 µs each where this takes ~1 µs. `model` and `timing`
+    are ModelRef's and Timing's fields in their order; tests hold the bytes equal to
+    `SkuMatchResult(...).model_dump_json()`."""
+    categories = comment.categories
+    return orjson.dumps({
+        "id": record_id, "match": match, "score": score, "model": model,
+        "baseSkuName": comment.baseSkuName, "categories": categories,
+        "categoryPath": "/".join(categories) or "(none)", "timing": timing})
 
 
 class DeadLetter(BaseModel):
@@ -255,6 +284,17 @@ def decode_comment(
             f"the value is {len(raw)} bytes, over the limit for reviews of "
             f"{max_review_chars} characters",
         )
+    if raw[:1] == b"{" and input_format != "delimited":
+        # The common case, parsed straight from the bytes: decoding to text first and orjson
+        # encoding it back cost half the time of this function. Whatever orjson refuses takes
+        # the path below, which names the reason.
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(parsed, dict):
+                return validate_comment(parsed, max_review_chars=max_review_chars)
     try:
         text = raw.decode("utf-8-sig")  # -sig: a byte-order mark is dropped, not kept in the text
     except UnicodeDecodeError as exc:
@@ -288,12 +328,12 @@ def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_00
     for name in ("reviewBody", "baseSkuName"):
         if not getattr(comment, name).strip():
             raise RejectedRecord(Reason.BLANK_TEXT, f"the field {name!r} is blank")
-    for name in COLUMNS:
-        if _CONTROL_CHARS.search(getattr(comment, name)):
-            raise RejectedRecord(
-                Reason.CONTROL_CHARACTERS,
-                f"the field {name!r} holds control characters (NUL or similar)",
-            )
+    if _CONTROL_CHARS.search("".join(getattr(comment, name) for name in COLUMNS)):
+        name = next(n for n in COLUMNS if _CONTROL_CHARS.search(getattr(comment, n)))
+        raise RejectedRecord(
+            Reason.CONTROL_CHARACTERS,
+            f"the field {name!r} holds control characters (NUL or similar)",
+        )
     if len(comment.reviewBody) > max_review_chars:
         raise RejectedRecord(
             Reason.TOO_LARGE,

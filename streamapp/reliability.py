@@ -212,7 +212,7 @@ class Run:
 
     def start_ready(self, worker: WorkerProcess) -> WorkerProcess:
         self.starts += 1
-        worker.start().wait_ready(READY_TIMEOUT, topic=f"{APP_ID}-inference")
+        worker.start().wait_ready(READY_TIMEOUT, topic=worker.source_topic)
         rss = rss_mb(worker)
         if rss is not None:
             self.rss_ready_mb = max(self.rss_ready_mb or 0.0, rss)

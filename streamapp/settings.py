@@ -40,6 +40,9 @@ class Settings(BaseModel):
     dlq_topic: str = Field("comments-dlq", description="topic for records that cannot be predicted")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of topics the app creates")
     fanout: bool = Field(True, description="repartition comments through the inference topic")
+    intake: Literal["agent", "batch"] = Field(
+        "agent", description="agent: Faust's take_events; batch: aiokafka batches past Faust's "
+                             "per-event path (streamapp.intake)")
     model: Path | None = Field(None, description="model directory or root of versions")
     demo_model_dir: Path = Field(Path("var/models/demo"), description="where the demo model lives")
     model_name: str = Field("standard_bert", min_length=1,

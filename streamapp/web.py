@@ -205,8 +205,8 @@ async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
         "app_id": app.conf.id,
         "worker": str(app.conf.canonical_url),
         "generated_at": round(now, 3),
-        "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}"
-                                      for tp in app.consumer.assignment()),
+        "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in [
+            *app.consumer.assignment(), *(app.intake.assignment() if app.intake else ())]),
         "model": app.models.status() if app.models is not None else None,
         "agents": {**worker_stats.snapshot(), **_engine_state(app)},
         **window.describe(window_s),

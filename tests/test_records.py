@@ -16,13 +16,16 @@ from streamapp.records import (
     DATA_TYPE,
     Comment,
     DeadLetter,
+    ModelRef,
     Reason,
     RejectedRecord,
     SkuMatchResult,
+    Timing,
     comment_id,
     decode_comment,
     encode_delimited,
     original_value,
+    result_json,
 )
 
 ROW: dict[str, str] = {
@@ -502,3 +505,33 @@ def test_a_dead_letter_carries_the_original_or_its_first_bytes_with_size_and_has
     assert binary.value_base64 and base64.b64decode(binary.value or "") == b"\xff" * 1024
     empty = dead_letter("c:0:4", "empty_value", "x", None, source_ts=None, failed_at=1)
     assert (empty.value, empty.value_bytes, empty.value_sha256) == (None, 0, None)
+
+
+@pytest.mark.parametrize("row", [ROW, {**ROW, "categoryThirdName": "", "categoryFourthName": ""},
+                                 {"baseSkuName": "可乐", "reviewBody": "好喝"}])
+@pytest.mark.parametrize("source_ts", [1764393600123, None])
+def test_result_json_is_the_result_models_own_json(row: dict[str, str],
+                                                   source_ts: int | None) -> None:
+    comment = Comment.model_validate(row)
+    timing = {"source_ts": source_ts, "queued_ms": 12.345 if source_ts else 0.0,
+              "compute_ms": 3.5, "batch_started_at": 1764393600200, "batch_size": 17,
+              "predicted_at": 1764393600250}
+    fast = result_json("comments:1:42", comment, score=0.8125, match=True,
+                       model={"name": "demo", "version": "3"}, timing=timing)
+    built = SkuMatchResult(
+        id="comments:1:42", match=True, score=0.8125, model=ModelRef(name="demo", version="3"),
+        baseSkuName=comment.baseSkuName, categories=comment.categories,
+        categoryPath=comment.category_path, timing=Timing(**timing))
+    assert fast == built.model_dump_json().encode()
+    assert SkuMatchResult.model_validate_json(fast) == built
+
+
+def test_decoding_from_bytes_and_from_text_agree() -> None:
+    """The JSON fast path (bytes straight to orjson) and the text path give the same comment,
+    and a value the fast path refuses still gets the text path's reason."""
+    value = orjson.dumps(ROW)
+    assert decode_comment(value) == decode_comment(b" " + value)  # leading space: text path
+    assert decode_comment(b"\xef\xbb\xbf" + value) == decode_comment(value)  # BOM: text path
+    with pytest.raises(RejectedRecord) as broken:
+        decode_comment(b'{"baseSkuName": "\xff"}')
+    assert broken.value.reason == Reason.INVALID_UTF8

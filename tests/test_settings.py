@@ -50,6 +50,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "dlq_topic": ("dead", "dead"),
     "partitions": ("12", 12),
     "fanout": ("false", False),
+    "intake": ("batch", "batch"),
     "model": ("/models/sku-v3", Path("/models/sku-v3")),
     "demo_model_dir": ("/tmp/demo", Path("/tmp/demo")),
     "device": ("cuda:1", "cuda:1"),

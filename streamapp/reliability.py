@@ -53,6 +53,7 @@ from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.clients import follow, follow_until_complete, open_producer, send_all
 from streamapp.processes import WorkerProcess
 from streamapp.records import Reason, comment_id
+from streamapp.stats import CATEGORY, split_key, stats_entries
 from streamapp.synthetic import generate_comments
 
 COMMENTS, RESULTS, DLQ = "comments", "sku-matches", "comments-dlq"
@@ -482,9 +483,10 @@ async def stats_topic_counts(broker: str, idle_timeout: float = 2.0) -> Counter[
     would hold had the tally applied every count message exactly once."""
     counts: Counter[str] = Counter()
     async for record in follow(broker, [STATS], idle_timeout=idle_timeout):
-        kind, _, name = (record.key or b"").decode().partition(":")
-        if kind == "category":
-            counts[name] += int(orjson.loads(record.value).get("seen", 0))
+        for key, entry in stats_entries(record.key, record.value).items():
+            kind, name = split_key(key)
+            if kind == CATEGORY:
+                counts[name] += int(entry.get("seen", 0))
     return counts
 
 

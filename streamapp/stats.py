@@ -2,8 +2,9 @@
 (counters, batching and latency histograms) for the web view.
 
 Faust forbids table writes inside a `take()` loop (the current event is a ContextVar of the
-draining task), so the inference agent sums a batch's counts per category here and sends one
-message per category to the stats topic; a plain `async for` agent adds them to the tables.
+draining task), so the inference agent sums a batch's counts per category here and sends them
+to the stats topic, one message per stats partition holding the counts of every key that
+belongs there; a plain `async for` agent adds them to the tables.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 # Table keys are "<kind>:<name>"; kinds let one stats topic and one table carry all counters.
 CATEGORY = "category"  # first-level category
@@ -33,6 +36,14 @@ def stats_key(kind: str, name: str) -> str:
 def split_key(key: str) -> tuple[str, str]:
     kind, _, name = key.partition(":")
     return kind, name
+
+
+def stats_entries(key: bytes | None, value: bytes) -> dict[str, dict[str, int]]:
+    """A stats message's counts per table key. One message holds a batch's keys of one stats
+    partition (`{"category:生鲜": {"seen": 3, ...}, ...}`, no message key); a message keyed by
+    a table key holds that key's counts alone (the form earlier versions wrote)."""
+    parsed = orjson.loads(value)
+    return {key.decode(): parsed} if key else parsed
 
 
 def merge_counts(current: dict[str, int] | None, delta: dict[str, int]) -> dict[str, int]:

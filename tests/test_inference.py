@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import pytest
 import torch
 
@@ -23,6 +24,7 @@ from streamapp.stats import (
     WorkerStats,
     merge_counts,
     split_key,
+    stats_entries,
     stats_key,
 )
 
@@ -310,6 +312,15 @@ def test_stats_keys() -> None:
     assert stats_key(CATEGORY, "生鲜") == "category:生鲜"
     assert split_key("path:生鲜/水果") == ("path", "生鲜/水果")
     assert split_key(stats_key(PATH, "a:b")) == (PATH, "a:b")
+
+
+def test_stats_messages_hold_many_keys_and_the_earlier_single_key_form_still_reads() -> None:
+    grouped = orjson.dumps({"category:生鲜": {"seen": 3, "matched": 1},
+                            "path:生鲜/水果": {"seen": 3}})
+    assert stats_entries(None, grouped) == {"category:生鲜": {"seen": 3, "matched": 1},
+                                            "path:生鲜/水果": {"seen": 3}}
+    assert stats_entries(b"dead_letter:invalid_json", b'{"seen":1}') == {
+        "dead_letter:invalid_json": {"seen": 1}}
 
 
 def test_batch_tally() -> None:

@@ -2,7 +2,8 @@
 
 The Faust event loop must keep heartbeating, fetching and serving the web view while the model
 computes, so every model call goes to one dedicated thread (torch releases the GIL in its
-kernels, and one thread keeps batches in order and the model's memory single).
+kernels, and one thread keeps batches in order and the model's memory single). Tokenizing
+runs in a second thread, so the next batch is tokenized while the model computes this one.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ def failure(exc: BaseException) -> ModelFailure:
 
 
 class BatchModel(Protocol):
-    """What the engine runs: one outcome per request, or an exception for the whole batch."""
+    """What the engine runs, in two stages: `prepare` (tokenizing) in the tokenizer thread,
+    `finish` (the model) in the model thread; either may raise for the whole batch."""
 
-    def run(self, requests: Sequence[dict[str, Any]],
-            timing: BatchTiming | None = None) -> list[Outcome]: ...
+    def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> Any: ...
+
+    def finish(self, prepared: Any, requests: Sequence[dict[str, Any]],
+               timing: BatchTiming) -> list[Outcome]: ...
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -70,6 +74,10 @@ class InferenceEngine:
 
     def __init__(self, max_batch: int = 4096, recover_after: int = 50) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamapp-model")
+        # Tokenizing the next batch while the model computes this one (batches in flight,
+        # STREAMAPP_PIPELINE_DEPTH): on a GPU the CPU work then hides behind the kernels.
+        self._tokenizer = ThreadPoolExecutor(max_workers=1,
+                                             thread_name_prefix="streamapp-tokenizer")
         self.max_batch = max_batch
         self.limit = max_batch
         self.recover_after = recover_after
@@ -92,9 +100,10 @@ class InferenceEngine:
             torch.cuda.empty_cache()  # give the failed batch's memory back before the retry
         log.warning("out of memory on a batch of %d: batch limit now %d", size, self.limit)
 
-    def _run_checked(self, model: BatchModel, requests: Sequence[dict[str, Any]],
-                     timing: BatchTiming | None) -> list[Outcome]:
-        outcomes = model.run(requests, timing)
+    def _finish_checked(self, model: BatchModel, prepared: Any,
+                        requests: Sequence[dict[str, Any]],
+                        timing: BatchTiming) -> list[Outcome]:
+        outcomes = model.finish(prepared, requests, timing)
         if len(outcomes) != len(requests):
             raise ScoreError(f"model returned {len(outcomes)} scores for {len(requests)} inputs")
         for outcome in outcomes:
@@ -105,6 +114,7 @@ class InferenceEngine:
     async def score(self, model: BatchModel, requests: Sequence[dict[str, Any]],
                     timing: BatchTiming | None = None) -> list[Outcome]:
         """An outcome per request, in order. Never raises."""
+        timing = timing if timing is not None else BatchTiming()
         outcomes: list[Outcome] = []
         start = 0
         while start < len(requests):
@@ -114,13 +124,15 @@ class InferenceEngine:
         return outcomes
 
     async def _score(self, model: BatchModel, requests: Sequence[dict[str, Any]],
-                     timing: BatchTiming | None) -> list[Outcome]:
+                     timing: BatchTiming) -> list[Outcome]:
         """When a batch fails it is split in halves and retried, so one poisonous record
         costs about 2*log2(n) extra calls and only that record fails."""
         loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._run_checked, model,
-                                                  requests, timing)
+            prepared = await loop.run_in_executor(self._tokenizer, model.prepare, requests,
+                                                  timing)
+            outcomes = await loop.run_in_executor(self._executor, self._finish_checked, model,
+                                                  prepared, requests, timing)
         except Exception as exc:
             if is_out_of_memory(exc):
                 self._on_out_of_memory(len(requests))
@@ -135,4 +147,5 @@ class InferenceEngine:
         return outcomes
 
     def close(self) -> None:
+        self._tokenizer.shutdown(wait=True)
         self._executor.shutdown(wait=True)

@@ -90,6 +90,9 @@ class OffsetTracker:
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         self._committed.update(offsets)
 
+    def last_committed(self, tp: TopicPartition) -> int | None:
+        return self._committed.get(tp)
+
     def in_flight(self, tp: TopicPartition) -> int:
         return len(self._spans.get(tp, ()))
 
@@ -204,6 +207,28 @@ class BatchIntake(Service):
                 log.warning("intake commit failed, retried at the next one: %r", exc)
                 return
             self.tracker.committed(offsets)
+
+    async def lag(self) -> list[dict[str, Any]]:
+        """The partitions it holds, as the web view's lag entries (streamapp.web)."""
+        consumer = self.consumer
+        tps = sorted(self.assignment())
+        if consumer is None or not tps:
+            return []
+        listed = await consumer.end_offsets(tps)
+        entries = []
+        for tp in tps:
+            committed = self.tracker.last_committed(tp)
+            if committed is None:
+                committed = await consumer.committed(tp)
+            position = committed if committed is not None else await consumer.position(tp)
+            known = [o for o in (listed.get(tp), consumer.highwater(tp)) if o is not None]
+            end = max(known) if known else None
+            entries.append({
+                "topic": tp.topic, "partition": tp.partition, "end_offset": end,
+                "list_offsets_end": listed.get(tp), "fetch_highwater": consumer.highwater(tp),
+                "committed": committed, "position": position,
+                "lag": max(end - position, 0) if end is not None else None})
+        return entries
 
     async def hand_back(self, partitions: set[TopicPartition]) -> None:
         """Before `partitions` go (rebalance, shutdown): finish the batches in flight, commit."""

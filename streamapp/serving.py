@@ -78,24 +78,35 @@ class LoadedModel:
         return {"name": self.name, "version": self.version}
 
     def _call(self, request: dict[str, Any], timing: BatchTiming) -> Any:
-        spec = self.spec
+        return self._process(self._preprocess(request, timing), timing)
+
+    def _preprocess(self, request: dict[str, Any], timing: BatchTiming) -> Any:
         started = time.perf_counter()
-        preprocessed = self.handler.preprocess(request, spec)
-        ready = time.perf_counter()
-        output = self.handler.process(preprocessed, spec)
-        timing.preprocess_s += ready - started
-        timing.process_s += time.perf_counter() - ready
+        preprocessed = self.handler.preprocess(request, self.spec)
+        timing.preprocess_s += time.perf_counter() - started
+        return preprocessed
+
+    def _process(self, preprocessed: Any, timing: BatchTiming) -> Any:
+        started = time.perf_counter()
+        output = self.handler.process(preprocessed, self.spec)
+        timing.process_s += time.perf_counter() - started
         _count_tokens(preprocessed, timing)
         return _result(output)
 
-    def run(self, requests: Sequence[dict[str, Any]],
-            timing: BatchTiming | None = None) -> list[Outcome]:
-        """One score per request. A batch handler's failure raises (the engine bisects);
-        a per-record handler's failure is that record's alone."""
-        timing = timing if timing is not None else BatchTiming()
+    def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> Any:
+        """Stage one, in the engine's tokenizer thread: a batch handler's `preprocess` on the
+        whole batch (a per-record handler does both stages in `finish`)."""
+        if not self.batch:
+            return None
+        return self._preprocess({key: [r[key] for r in requests] for key in requests[0]},
+                                timing)
+
+    def finish(self, prepared: Any, requests: Sequence[dict[str, Any]],
+               timing: BatchTiming) -> list[Outcome]:
+        """Stage two, in the model thread: one score per request. A batch handler's failure
+        raises (the engine bisects); a per-record handler's failure is that record's alone."""
         if self.batch:
-            columns = {key: [r[key] for r in requests] for key in requests[0]}
-            return list(to_scores(self._call(columns, timing), len(requests)))
+            return list(to_scores(self._process(prepared, timing), len(requests)))
         outcomes: list[Outcome] = []
         for request in requests:
             try:
@@ -103,6 +114,12 @@ class LoadedModel:
             except Exception as exc:  # the handler's own code: any error is the record's
                 outcomes.append(failure(exc))
         return outcomes
+
+    def run(self, requests: Sequence[dict[str, Any]],
+            timing: BatchTiming | None = None) -> list[Outcome]:
+        """Both stages in the calling thread."""
+        timing = timing if timing is not None else BatchTiming()
+        return self.finish(self.prepare(requests, timing), requests, timing)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "path": self.path,

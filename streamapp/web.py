@@ -151,6 +151,14 @@ async def consumer_lag(app: StreamApp) -> Json:
             "topic": tp.topic, "partition": tp.partition, "end_offset": end,
             "list_offsets_end": listed.get(tp), "fetch_highwater": fetched[tp],
             "committed": committed.get(tp), "position": done[tp], "lag": lag})
+    if app.intake is not None:
+        try:
+            intake = await asyncio.wait_for(app.intake.lag(), LAG_TIMEOUT_S)
+        except Exception as exc:  # as above: say so
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            intake = []
+        result["partitions"] += intake
+        total += sum(entry["lag"] or 0 for entry in intake)
     result["total"] = total
     return result
 

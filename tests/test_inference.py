@@ -105,8 +105,11 @@ class ScorerModel:
     def __init__(self, scorer: PairScorer) -> None:
         self.scorer = scorer
 
-    def run(self, requests: Sequence[dict[str, Any]],
-            timing: BatchTiming | None = None) -> list[Outcome]:
+    def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> None:
+        return None
+
+    def finish(self, prepared: None, requests: Sequence[dict[str, Any]],
+               timing: BatchTiming) -> list[Outcome]:
         return list(self.scorer.predict([r["input"] for r in requests],
                                         [r["baseSkuName"] for r in requests]))
 
@@ -399,8 +402,11 @@ class RunsOutOfMemoryAbove:
         self.fits = fits
         self.sizes: list[int] = []
 
-    def run(self, requests: Sequence[dict[str, Any]],
-            timing: BatchTiming | None = None) -> list[Outcome]:
+    def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> None:
+        return None
+
+    def finish(self, prepared: None, requests: Sequence[dict[str, Any]],
+               timing: BatchTiming) -> list[Outcome]:
         self.sizes.append(len(requests))
         if len(requests) > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -447,3 +453,34 @@ def test_a_stats_message_is_added_to_a_table_value_once() -> None:
     assert apply_once(value, {"seen": 5}, offset=9) is value  # older: already applied
     assert apply_once(value, {"seen": 2}, offset=11) == {"seen": 5, "matched": 1,
                                                          "_offset": 11}
+
+
+class WaitsForTheNextBatch:
+    """A model whose first batch only finishes once the second has been prepared."""
+
+    def __init__(self) -> None:
+        self.second_prepared = threading.Event()
+
+    def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> None:
+        if requests[0]["input"] == "second":
+            self.second_prepared.set()
+
+    def finish(self, prepared: None, requests: Sequence[dict[str, Any]],
+               timing: BatchTiming) -> list[Outcome]:
+        if requests[0]["input"] == "first" and not self.second_prepared.wait(10):
+            raise RuntimeError("the next batch was not tokenized while this one computed")
+        return [0.5] * len(requests)
+
+
+def test_the_next_batch_is_tokenized_while_the_model_computes() -> None:
+    model = WaitsForTheNextBatch()
+    engine = InferenceEngine()
+
+    async def main() -> list[list[Outcome]]:
+        return list(await asyncio.gather(engine.score(model, [{"input": "first"}]),
+                                         engine.score(model, [{"input": "second"}])))
+
+    try:
+        assert asyncio.run(main()) == [[0.5], [0.5]]
+    finally:
+        engine.close()

@@ -81,6 +81,13 @@ def test_batch_intake_gives_every_comment_one_output_and_counts_it(
     assert stats["agents"]["records"] == len(rows)
     assert any(p.startswith(f"{source}:") for p in stats["assigned_partitions"])
 
+    def source_lag() -> list[dict[str, object]]:
+        return [p for p in worker.stats()["lag"]["partitions"] if p["topic"] == source]
+
+    # Everything was processed: the intake commits it, and its lag reads zero.
+    wait_until(lambda: source_lag() and all(p["lag"] == 0 and p["committed"] is not None
+                                            for p in source_lag()), 30, "intake lag 0")
+
 
 @pytest.mark.integration
 @pytest.mark.slow

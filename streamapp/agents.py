@@ -67,7 +67,7 @@ async def send_dead_letter(
     app.worker_stats.on_dead_letter(record_id, reason, error)
 
 
-def _fatal(exc: BaseException) -> None:
+def exit_without_commit(exc: BaseException) -> None:
     """Stop at once, committing nothing: the records in flight are replayed after a restart."""
     log.critical("unexpected error in the data path; exiting without commit: %r", exc,
                  exc_info=exc)
@@ -249,7 +249,7 @@ class BatchPipeline:
         try:
             await infer_batch(self.app, records, self.decode)
         except Exception as exc:
-            _fatal(exc)
+            exit_without_commit(exc)
         else:
             done()
         finally:
@@ -270,7 +270,7 @@ def register(app: StreamApp) -> None:
                 try:
                     await ingest_one(app, incoming(event))
                 except Exception as exc:
-                    _fatal(exc)
+                    exit_without_commit(exc)
 
     # Fan-out: batches of the inference topic. Direct: batches of the comment topic itself,
     # decoded in the batch (one Kafka hop less per comment). Read by the Faust agent, or by

@@ -25,6 +25,7 @@ import torch
 
 from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.clients import bootstrap_servers, follow, open_producer, produce, send_all
+from streamapp.model.classifier import DEFAULT_TOKEN_BUDGET
 from streamapp.processes import WorkerProcess
 
 NULL_HANDLER = "streamapp.handlers.null:ConstantInfer"
@@ -80,17 +81,19 @@ def bert_base_shape(out_dir: Path, demo_dir: Path) -> Path:
 
 
 def model_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: int,
-                  quantize: bool = False) -> float:
-    """Tokenize + forward in a tight batched loop: sequences per second."""
+                  quantize: bool = False, max_tokens: int = 64,
+                  token_budget: int | None = DEFAULT_TOKEN_BUDGET) -> float:
+    """Tokenize + forward in a tight batched loop, packed as the handler does (or one batch
+    padded to its longest with `token_budget=None`): sequences per second."""
     from streamapp.model.classifier import SkuMatchClassifier
 
-    model = SkuMatchClassifier.load(model_dir, quantize=quantize)
+    model = SkuMatchClassifier.load(model_dir, quantize=quantize, max_tokens=max_tokens)
     reviews = [str(r["reviewBody"]) for r in rows]
     skus = [str(r["baseSkuName"]) for r in rows]
-    model.predict(reviews[:batch_size], skus[:batch_size])  # warm-up
+    model.predict(reviews[:batch_size], skus[:batch_size], token_budget)  # warm-up
     started = time.perf_counter()
     for i in range(0, len(rows), batch_size):
-        model.predict(reviews[i:i + batch_size], skus[i:i + batch_size])
+        model.predict(reviews[i:i + batch_size], skus[i:i + batch_size], token_budget)
     return len(rows) / (time.perf_counter() - started)
 
 
@@ -408,7 +411,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {key} | {value} |")
     lines += ["", "## Latency, memory, loader", "", "```json",
               json.dumps({k: r[k] for k in ("latency", "memory", "int8_agreement", "padding",
-                                              "loader") if k in r},
+                                              "token_budget_at_128_tokens", "loader")
+                          if k in r},
                          indent=2, ensure_ascii=False), "```", ""]
     return "\n".join(lines)
 
@@ -424,23 +428,25 @@ SHARED_COMMENTS = Path("../shared/data/comments.jsonl")
 
 def padding(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: int = 64,
             max_tokens: int = 64) -> dict[str, float]:
-    """Share of padding tokens in a batch: the seed's max_length padding vs padding to the
-    longest pair of each batch (what streamapp does)."""
+    """Share of padding tokens in batches of `batch_size`: the seed's max_length padding, one
+    batch padded to its longest pair, and length-sorted sub-batches within the default token
+    budget (what the built-in handler computes)."""
     from streamapp.model.classifier import SkuMatchClassifier
 
-    model = SkuMatchClassifier.load(model_dir)
-    fractions = {}
-    for label, pad_to_max in (("seed_max_length", True), ("longest_in_batch", False)):
-        real = padded = 0
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            mask = model.tokenize([str(r["reviewBody"]) for r in chunk],
-                                  [str(r["baseSkuName"]) for r in chunk],
-                                  pad_to_max=pad_to_max)["attention_mask"]
-            real += int(mask.sum())
-            padded += mask.numel()
-        fractions[label] = round(1 - real / padded, 4)
-    return fractions
+    model = SkuMatchClassifier.load(model_dir, max_tokens=max_tokens)
+    totals = {"seed_max_length": [0, 0], "longest_in_batch": [0, 0],
+              "token_budget_sorted": [0, 0]}
+    for i in range(0, len(rows), batch_size):
+        reviews = [str(r["reviewBody"]) for r in rows[i:i + batch_size]]
+        skus = [str(r["baseSkuName"]) for r in rows[i:i + batch_size]]
+        for label, pad_to_max in (("seed_max_length", True), ("longest_in_batch", False)):
+            mask = model.tokenize(reviews, skus, pad_to_max=pad_to_max)["attention_mask"]
+            totals[label][0] += int(mask.sum())
+            totals[label][1] += mask.numel()
+        packed = model.pack(reviews, skus, DEFAULT_TOKEN_BUDGET)
+        totals["token_budget_sorted"][0] += packed.tokens
+        totals["token_budget_sorted"][1] += packed.padded_tokens
+    return {label: round(1 - real / padded, 4) for label, (real, padded) in totals.items()}
 
 
 def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str], None],
@@ -495,9 +501,10 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
     fanout_null, direct_null, intake_null, raw = pipeline.values()
     log("latency at half load")
     latency: dict[str, Any] = {}
-    for mode, (settings, rate_key) in {"agent, fan-out (default)": ({}, "end_to_end"),
-                                       "batch intake, one hop": (INTAKE, "end_to_end_intake"),
-                                       }.items():
+    for mode, (settings, rate_key) in {
+            "agent, fan-out (default)": ({}, "end_to_end"),
+            "agent, one hop": ({"fanout": "false"}, "end_to_end"),
+            "batch intake, one hop": (INTAKE, "end_to_end_intake")}.items():
         figures = latency_at_rate(demo, rows, rate=per_model["demo"][rate_key] / 2,
                                   seconds=10 if quick else 30, settings=settings)
         figures["goal_ms"] = round(50 + 2 * figures["batch_compute_ms"], 1)  # wait + 2 batches
@@ -514,7 +521,14 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
         "runs": runs, "models": list(sizes),
         "per_model": per_model, "pipeline": pipeline, "latency": latency, "memory": memory,
         "int8_agreement": {"demo": agreement(demo, rows[:1000 if quick else 5000])},
-        "padding": padding(demo, rows[:2000]),
+        "padding": {f"max_tokens_{n}": padding(demo, rows[:2000], max_tokens=n)
+                    for n in (64, 128)},
+        "token_budget_at_128_tokens": {
+            "demo_one_batch_seq_s": median_of(runs, lambda: model_ceiling(
+                demo, rows[:sizes["demo"][1]], 64, max_tokens=128, token_budget=None)),
+            "demo_packed_seq_s": median_of(runs, lambda: model_ceiling(
+                demo, rows[:sizes["demo"][1]], 64, max_tokens=128)),
+        },
     }
     base_figures = per_model["bert-base-shape"]
     results["ratios"] = {

@@ -28,6 +28,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.types import TopicT
 from mode import Service
 
+from streamapp.agents import exit_without_commit
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
@@ -183,9 +184,7 @@ class BatchIntake(Service):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            from streamapp.agents import _fatal
-
-            _fatal(exc)
+            exit_without_commit(exc)
 
     @Service.timer(COMMIT_INTERVAL_S)
     async def _commit_periodically(self) -> None:

@@ -26,7 +26,7 @@ from streamapp.handlers.contract import (
     load_handler_class,
 )
 from streamapp.inference import BatchTiming, Outcome, failure
-from streamapp.model.classifier import ModelLoadError, resolve_device
+from streamapp.model.classifier import ModelLoadError, PackedBatch, resolve_device
 from streamapp.model.repository import ModelVersion, resolve
 from streamapp.model.scores import ScoreError, to_scores
 from streamapp.settings import Settings
@@ -38,6 +38,10 @@ handler_log = logging.getLogger("streamapp.handler")
 def _count_tokens(preprocessed: Any, timing: BatchTiming) -> None:
     """Real and padded token counts, when the handler's preprocess gives an attention mask
     (a tokenizer's BatchEncoding, or the seed's {"input": encoding})."""
+    if isinstance(preprocessed, PackedBatch):
+        timing.tokens += preprocessed.tokens
+        timing.padded_tokens += preprocessed.padded_tokens
+        return
     if isinstance(preprocessed, dict) and "attention_mask" not in preprocessed:
         preprocessed = preprocessed.get("input")
     try:
@@ -152,7 +156,8 @@ class ModelManager:
         if self.handler_class is SkuMatchInfer:
             return SkuMatchInfer(max_tokens=self.settings.max_tokens,
                                  output_index=self.settings.torchscript_output,
-                                 quantize=self.settings.quantize == "int8")
+                                 quantize=self.settings.quantize == "int8",
+                                 token_budget=self.settings.token_budget)
         return self.handler_class()
 
     def _resolve(self) -> ModelVersion:

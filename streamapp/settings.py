@@ -68,6 +68,10 @@ class Settings(BaseModel):
                                 description="batches in flight (1 = one after another)")
     batch_wait_ms: int = Field(50, ge=0, le=60_000, description="longest wait to fill a batch")
     max_tokens: int = Field(64, ge=8, le=512, description="tokenizer max length (seed: 64)")
+    token_budget: int = Field(
+        2048, ge=8, le=1_048_576,
+        description="most tokens (with padding) in one forward pass; a batch is split into "
+                    "length-sorted sub-batches within it (built-in handler)")
     match_threshold: float = Field(0.5, ge=0.0, le=1.0, description="score at or above = match")
     max_review_chars: int = Field(20_000, ge=1, description="longer reviews are dead-lettered")
     dlq_max_value_bytes: int = Field(

@@ -26,6 +26,7 @@ def test_worker_environment_is_valid_streamapp_settings() -> None:
     assert settings.broker_urls == ["kafka://kafka:9092"]
     assert settings.web_bind == "0.0.0.0"  # reachable through the published port
     assert settings.device == "cuda"
+    assert settings.intake == "batch" and not settings.fanout  # the GPU path
 
 
 def test_topics_created_are_the_topics_the_worker_uses() -> None:

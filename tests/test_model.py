@@ -118,6 +118,29 @@ def test_batch_single_and_order_give_same_scores(tiny_model: Path) -> None:
     assert reversed_scores[::-1] == pytest.approx(batch, abs=1e-5)
 
 
+def test_packed_sub_batches_score_as_one_batch_in_input_order_with_less_padding(
+        tiny_model: Path) -> None:
+    classifier = SkuMatchClassifier.load(tiny_model, device="cpu", max_tokens=128)
+    reviews = [("好吃" * n) + "苹果" for n in (60, 1, 30, 2, 45, 3, 10, 50)]
+    skus = [SKUS[i % len(SKUS)] for i in range(len(reviews))]
+    whole = classifier.predict(reviews, skus, token_budget=None)
+    budget = 256
+    packed = classifier.pack(reviews, skus, budget)
+    assert len(packed.parts) > 1
+    for part in packed.parts:
+        rows, width = part["input_ids"].shape
+        assert rows == 1 or rows * width <= budget
+    assert sorted(packed.order) == list(range(len(reviews)))
+    one_batch = classifier.tokenize(reviews, skus)["attention_mask"]
+    assert packed.tokens == int(one_batch.sum())
+    assert packed.padded_tokens < one_batch.numel()  # less padding computed
+    assert classifier.packed_probabilities(packed).tolist() == pytest.approx(whole, abs=1e-5)
+    assert classifier.predict(reviews, skus, token_budget=budget) == pytest.approx(whole,
+                                                                                 abs=1e-5)
+    # A budget below one pair still scores it, alone.
+    assert classifier.predict(reviews, skus, token_budget=8) == pytest.approx(whole, abs=1e-5)
+
+
 def test_empty_and_mismatched_input(tiny_model: Path) -> None:
     classifier = SkuMatchClassifier.load(tiny_model, device="cpu")
     assert classifier.predict([], []) == []

@@ -67,6 +67,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "pipeline_depth": ("1", 1),
     "batch_wait_ms": ("0", 0),
     "max_tokens": ("128", 128),
+    "token_budget": ("16384", 16384),
     "match_threshold": ("0.75", 0.75),
     "max_review_chars": ("5000", 5000),
     "dlq_max_value_bytes": ("4096", 4096),

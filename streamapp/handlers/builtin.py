@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from streamapp.model.classifier import PairClassifier, SkuMatchClassifier
+from streamapp.model.classifier import DEFAULT_TOKEN_BUDGET, PairClassifier, SkuMatchClassifier
 from streamapp.model.repository import read_deploy_config
 from streamapp.model.torchscript import SEED_OUTPUT_INDEX, TorchScriptPairClassifier
 
@@ -19,8 +19,9 @@ class SkuMatchInfer:
     accepts_batch = True
 
     def __init__(self, max_tokens: int = 64, output_index: int = SEED_OUTPUT_INDEX,
-                 quantize: bool = False) -> None:
+                 quantize: bool = False, token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
         self.max_tokens = max_tokens
+        self.token_budget = token_budget
         self.output_index = output_index
         self.quantize = quantize
         self.model: PairClassifier | None = None
@@ -54,8 +55,8 @@ class SkuMatchInfer:
         return self.model
 
     def preprocess(self, reqDict: dict[str, Any], modelSpec: Any) -> Any:
-        return self._loaded().tokenize(reqDict["input"], reqDict["baseSkuName"])
+        return self._loaded().pack(reqDict["input"], reqDict["baseSkuName"], self.token_budget)
 
     def process(self, preprocessed: Any, modelSpec: Any) -> dict[str, Any]:
         with torch.inference_mode():
-            return {"result": self._loaded().probabilities(preprocessed)}
+            return {"result": self._loaded().packed_probabilities(preprocessed)}

@@ -21,6 +21,9 @@ TOKENIZER_FILES = (
 )
 # Room for [CLS] [SEP] [SEP] plus at least a few tokens of each text.
 MIN_TOKENS = 8
+# Tokens (with padding) in one forward pass of a packed batch: 32 pairs of 64 tokens. On a
+# CPU, sub-batches of 16 or more run as fast per pair as larger ones; GPUs want far more.
+DEFAULT_TOKEN_BUDGET = 2048
 
 
 class ModelLoadError(Exception):
@@ -118,6 +121,17 @@ def load_tokenizer(path: Path, config: Any = None) -> Any:
     return tokenizer
 
 
+@dataclass(frozen=True)
+class PackedBatch:
+    """One batch as length-sorted sub-batches (PairClassifier.pack); `order[k]` is the input
+    position of the k-th pair in sorted order."""
+
+    parts: list[Any]
+    order: list[int]
+    tokens: int
+    padded_tokens: int
+
+
 class PairClassifier:
     """Tokenizes (review, SKU name) pairs as the seed does and scores them with a model.
 
@@ -147,6 +161,9 @@ class PairClassifier:
             padding="max_length" if pad_to_max else "longest",
             return_tensors="pt",
         )
+        return self._to_device(batch)
+
+    def _to_device(self, batch: Any) -> Any:
         if self._device.type == "cuda":
             # Pinned host memory lets the copy run asynchronously with the GPU's work.
             for name, tensor in batch.items():
@@ -154,16 +171,54 @@ class PairClassifier:
             return batch
         return batch.to(self._device)
 
+    def pack(self, reviews: Sequence[str], sku_names: Sequence[str],
+             token_budget: int) -> PackedBatch:
+        """Tokenize a batch into sub-batches of similar length: pairs sorted by length, each
+        sub-batch padded to its own longest and holding at most `token_budget` tokens with
+        the padding (at least one pair). Padding is compute thrown away: in a batch of 64
+        comments padded to the longest, 8% of the tokens at 64 tokens and 36% at 128 are
+        padding; sorted sub-batches cut that to about 5% and 12%."""
+        if len(reviews) != len(sku_names):
+            raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
+        encoded = self._tokenizer(list(reviews), list(sku_names), max_length=self.max_tokens,
+                                  truncation="longest_first", padding=False)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        groups: list[list[int]] = [[]]
+        for index in order:  # ascending: the pair added is the longest of its group
+            if groups[-1] and (len(groups[-1]) + 1) * lengths[index] > token_budget:
+                groups.append([])
+            groups[-1].append(index)
+        parts = []
+        for group in groups:
+            features = {key: [encoded[key][i] for i in group] for key in encoded}
+            parts.append(self._to_device(self._tokenizer.pad(features, padding="longest",
+                                                             return_tensors="pt")))
+        return PackedBatch(parts=parts, order=order, tokens=sum(lengths),
+                           padded_tokens=sum(len(g) * lengths[g[-1]] for g in groups))
+
+    def packed_probabilities(self, packed: PackedBatch) -> torch.Tensor:
+        """Match probabilities for a packed batch, in the order of the pairs given to pack."""
+        sorted_scores = torch.cat([self.probabilities(part).float() for part in packed.parts])
+        scores = torch.empty_like(sorted_scores)
+        scores[torch.tensor(packed.order, device=scores.device)] = sorted_scores
+        return scores
+
     def probabilities(self, batch: Any) -> torch.Tensor:
         """Match probabilities for a tokenized batch, shape (n,)."""
         raise NotImplementedError
 
-    def predict(self, reviews: Sequence[str], sku_names: Sequence[str]) -> list[float]:
-        """Match probability (0..1) for each (review, SKU name) pair, in input order."""
+    def predict(self, reviews: Sequence[str], sku_names: Sequence[str],
+                token_budget: int | None = DEFAULT_TOKEN_BUDGET) -> list[float]:
+        """Match probability (0..1) for each (review, SKU name) pair, in input order: packed
+        as the handler does, or with `token_budget=None` one batch padded to its longest."""
         if not reviews and not sku_names:
             return []
         with torch.inference_mode():
-            scores = self.probabilities(self.tokenize(reviews, sku_names))
+            if token_budget is None:
+                scores = self.probabilities(self.tokenize(reviews, sku_names))
+            else:
+                scores = self.packed_probabilities(self.pack(reviews, sku_names, token_budget))
         return [float(x) for x in scores.float().cpu().tolist()]
 
 

@@ -281,7 +281,7 @@ def register(app: StreamApp) -> None:
     if settings.intake == "batch":
         from streamapp.intake import BatchIntake
 
-        app.intake = BatchIntake(app, source, decode,
+        app.intake = BatchIntake(app, source,
                                  BatchPipeline(app, decode, settings.pipeline_depth),
                                  beacon=app.beacon)
         app.service(app.intake)

@@ -512,7 +512,10 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
     log("memory under a backlog")
     memory = {"demo_end_to_end": per_model["demo"]["end_to_end_runs"][0]["rss_mb"],
               "bert_base_backlog": backlog_memory(base, rows, 5000 if quick else 50_000,
-                                                  seconds=10 if quick else 20)}
+                                                  seconds=10 if quick else 20),
+              "bert_base_backlog_batch_intake": backlog_memory(
+                  base, rows, 5000 if quick else 50_000, settings=INTAKE,
+                  seconds=10 if quick else 20)}
     log("int8 agreement")
     results: dict[str, Any] = {
         "date": now(), "machine": machine(),

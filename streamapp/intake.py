@@ -32,7 +32,7 @@ from streamapp.agents import exit_without_commit
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
-    from streamapp.agents import BatchPipeline, Decoder
+    from streamapp.agents import BatchPipeline
     from streamapp.application import StreamApp
 
 log = logging.getLogger(__name__)
@@ -119,12 +119,11 @@ class _OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class BatchIntake(Service):
     """An aiokafka consumer feeding `pipeline` one fetched batch at a time."""
 
-    def __init__(self, app: StreamApp, topic: TopicT, decode: Decoder, pipeline: BatchPipeline,
+    def __init__(self, app: StreamApp, topic: TopicT, pipeline: BatchPipeline,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
         self.topic = topic
-        self.decode = decode
         self.pipeline = pipeline
         self.tracker = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
@@ -178,12 +177,11 @@ class BatchIntake(Service):
                     spans = self.tracker.track(records)
                     await self.pipeline.submit(records,
                                                functools.partial(self.tracker.done, spans))
-        except ConsumerStoppedError:
-            if not self.should_stop:
-                raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if isinstance(exc, ConsumerStoppedError) and self.should_stop:
+                return  # stopped under the fetch at shutdown
             exit_without_commit(exc)
 
     @Service.timer(COMMIT_INTERVAL_S)

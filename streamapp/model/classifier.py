@@ -175,9 +175,10 @@ class PairClassifier:
              token_budget: int) -> PackedBatch:
         """Tokenize a batch into sub-batches of similar length: pairs sorted by length, each
         sub-batch padded to its own longest and holding at most `token_budget` tokens with
-        the padding (at least one pair). Padding is compute thrown away: in a batch of 64
-        comments padded to the longest, 8% of the tokens at 64 tokens and 36% at 128 are
-        padding; sorted sub-batches cut that to about 5% and 12%."""
+        the padding (at least one pair). Padding is compute thrown away: in batches of 64
+        comments padded to their longest, 36% of the tokens at 128 tokens are padding;
+        sorted sub-batches within 2048 tokens cut that to 16% (at 64 tokens most comments
+        reach the limit, and padding stays at 8%)."""
         if len(reviews) != len(sku_names):
             raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
         encoded = self._tokenizer(list(reviews), list(sku_names), max_length=self.max_tokens,

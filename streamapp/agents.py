@@ -24,7 +24,7 @@ import orjson
 from faust.types import EventT, StreamT, TopicT
 
 from streamapp.inference import BatchTiming, ModelFailure
-from streamapp.outbox import Outbox
+from streamapp.outbox import Outbox, aiokafka_producer
 from streamapp.records import (
     Comment,
     Incoming,
@@ -132,6 +132,7 @@ async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, int]]]) 
     tally's offsets per key only grow). A batch touches ~30 keys: one message each cost the
     tally agent more than the batch's own records in a profile."""
     topic = app.stats_topic.get_topic_name()
+    await aiokafka_producer(app).partitions_for(topic)  # the partitioner needs the metadata
     by_partition: dict[int, dict[str, dict[str, int]]] = {}
     for key, delta in counts:
         partition = app.producer.key_partition(topic, key.encode()).partition

@@ -129,8 +129,8 @@ async def produce(app: StreamApp, topic: TopicT, key: str, value: bytes) -> None
 async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, int]]]) -> None:
     """Counts per table key to the stats topic: one message per partition the keys fall in
     (Kafka's default partitioner, so a key's counts always share one partition and the
-    tally's offsets per key only grow). A batch touches ~30 keys: one message each cost the
-    tally agent more than the batch's own records in a profile."""
+    tally's offsets per key only grow). A batch touches ~30 keys: with one message each, the
+    tally agent's per-event Faust path took ~9% of the worker's time in a profile."""
     topic = app.stats_topic.get_topic_name()
     await aiokafka_producer(app).partitions_for(topic)  # the partitioner needs the metadata
     by_partition: dict[int, dict[str, dict[str, int]]] = {}

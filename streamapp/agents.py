@@ -32,6 +32,7 @@ from streamapp.records import (
     RejectedRecord,
     dead_letter,
     decode_comment,
+    path_of,
     result_json,
 )
 from streamapp.stats import (
@@ -58,12 +59,17 @@ def _now_ms() -> int:
 
 async def send_dead_letter(
     app: StreamApp, record_id: str, reason: str, error: str, raw: bytes | None,
-    source_ts: int | None,
+    source_ts: int | None, tally: BatchTally | None = None,
 ) -> None:
+    """A dead letter; counted in `tally` when it is part of a batch (sent with the batch's
+    counts), else sent to the stats topic at once."""
     letter = dead_letter(record_id, reason, error, raw, source_ts=source_ts,
                          failed_at=_now_ms(), max_value_bytes=app.settings.dlq_max_value_bytes)
     await produce(app, app.dlq_topic, record_id, letter.model_dump_json().encode())
-    await send_counts(app, [(stats_key(DEAD_LETTER, reason), {"seen": 1})])
+    if tally is not None:
+        tally.add_dead_letter(reason)
+    else:
+        await send_counts(app, [(stats_key(DEAD_LETTER, reason), {"seen": 1})])
     app.worker_stats.on_dead_letter(record_id, reason, error)
 
 
@@ -152,13 +158,14 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
     """Score one micro-batch and produce a result or dead letter for every record in it."""
     started = time.time()
     model = app.models.current  # one version for the whole batch, even across a hot swap
+    tally = BatchTally()
     items: list[Decoded] = []
     for record in records:
         try:
             items.append(decode(app, record))
         except RejectedRecord as rejected:
             await send_dead_letter(app, record.id, rejected.reason, rejected.error,
-                                   record.value, record.timestamp_ms)
+                                   record.value, record.timestamp_ms, tally)
     timing = BatchTiming()
     outcomes = await app.engine.score(model, [_request(c) for _, _, c in items], timing)
     finished = time.time()
@@ -170,19 +177,20 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
     end_to_end_ms: list[float] = []
     threshold = app.settings.match_threshold
     model_ref = {"name": model.name, "version": model.version}  # ModelRef's fields
-    tally = BatchTally()
     predicted = matched = 0
     async with Outbox(app, app.results_topic.get_topic_name()) as results:
         for (record_id, source_ts, comment), outcome in zip(items, outcomes, strict=True):
+            categories = comment.categories
+            path = path_of(categories)
             if isinstance(outcome, ModelFailure):
-                tally.add(comment.first_category, comment.category_path, predicted=False,
+                tally.add(comment.first_category, path, predicted=False,
                           matched=False)
                 await send_dead_letter(app, record_id, outcome.reason,
                                        f"the model failed on this comment: {outcome.error}",
-                                       comment.model_dump_json().encode(), source_ts)
+                                       comment.model_dump_json().encode(), source_ts, tally)
                 continue
             match = outcome >= threshold
-            tally.add(comment.first_category, comment.category_path, predicted=True,
+            tally.add(comment.first_category, path, predicted=True,
                       matched=match)
             predicted += 1
             matched += match
@@ -192,7 +200,8 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
                 queue_ms.append(queued)
                 end_to_end_ms.append(finished_ms - source_ts)
             results.add(record_id.encode(), result_json(
-                record_id, comment, score=outcome, match=match, model=model_ref,
+                record_id, comment, categories, path, score=outcome, match=match,
+                model=model_ref,
                 timing={"source_ts": source_ts, "queued_ms": queued, "compute_ms": compute_ms,
                         "batch_started_at": int(started_ms), "batch_size": len(items),
                         "predicted_at": int(finished_ms)}))

@@ -293,15 +293,15 @@ def pipeline_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]],
     values = comment_values(rows)
 
     async def run(broker: str) -> float:
-        first: list[int] = []
+        first_ms = [float("inf")]  # the earliest batch start
 
         def on_result(value: dict[str, Any]) -> None:
             timing = value.get("timing")
             if timing:
-                first.append(timing["batch_started_at"])
+                first_ms[0] = min(first_ms[0], timing["batch_started_at"])
 
         _, last = await _results(broker, len(values), timeout, on_value=on_result)
-        return len(values) / (last - min(first) / 1000.0)
+        return len(values) / (last - first_ms[0] / 1000.0)
 
     with running_pipeline(model_dir, settings, preload=values) as pipe:
         return asyncio.run(run(pipe.broker.url))

@@ -94,9 +94,6 @@ class OffsetTracker:
     def last_committed(self, tp: TopicPartition) -> int | None:
         return self._committed.get(tp)
 
-    def in_flight(self, tp: TopicPartition) -> int:
-        return len(self._spans.get(tp, ()))
-
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Partitions taken away: a batch of theirs finishing later commits nothing."""
         for tp in partitions:
@@ -205,27 +202,24 @@ class BatchIntake(Service):
                 return
             self.tracker.committed(offsets)
 
-    async def lag(self) -> list[dict[str, Any]]:
-        """The partitions it holds, as the web view's lag entries (streamapp.web)."""
+    async def offsets(self) -> list[tuple[str, int, int | None, int | None, int | None, int]]:
+        """Per partition held: topic, partition, ListOffsets end, the last fetch's high
+        watermark, committed offset, and the committed offset else the position (the web
+        view's lag, streamapp.web)."""
         consumer = self.consumer
         tps = sorted(self.assignment())
         if consumer is None or not tps:
             return []
         listed = await consumer.end_offsets(tps)
-        entries = []
+        rows = []
         for tp in tps:
             committed = self.tracker.last_committed(tp)
             if committed is None:
                 committed = await consumer.committed(tp)
             position = committed if committed is not None else await consumer.position(tp)
-            known = [o for o in (listed.get(tp), consumer.highwater(tp)) if o is not None]
-            end = max(known) if known else None
-            entries.append({
-                "topic": tp.topic, "partition": tp.partition, "end_offset": end,
-                "list_offsets_end": listed.get(tp), "fetch_highwater": consumer.highwater(tp),
-                "committed": committed, "position": position,
-                "lag": max(end - position, 0) if end is not None else None})
-        return entries
+            rows.append((tp.topic, tp.partition, listed.get(tp), consumer.highwater(tp),
+                         committed, position))
+        return rows
 
     async def hand_back(self, partitions: set[TopicPartition]) -> None:
         """Before `partitions` go (rebalance, shutdown): finish the batches in flight, commit."""

@@ -67,6 +67,9 @@ class BatchTally:
             if matched:
                 counter["matched"] += 1
 
+    def add_dead_letter(self, reason: str) -> None:
+        self.counts[stats_key(DEAD_LETTER, reason)]["seen"] += 1
+
     def items(self) -> list[tuple[str, dict[str, int]]]:
         return [(key, dict(counter)) for key, counter in self.counts.items()]
 

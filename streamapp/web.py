@@ -141,26 +141,28 @@ async def consumer_lag(app: StreamApp) -> Json:
         result["error"] = f"{type(exc).__name__}: {exc}"
         return result
     committed = app.monitor.tp_committed_offsets
-    total = 0
-    for tp in tps:
-        known = [offset for offset in (listed.get(tp), fetched[tp]) if offset is not None]
-        end = max(known) if known else None
-        lag = max(end - done[tp], 0) if end is not None and done[tp] is not None else None
-        total += lag or 0
-        result["partitions"].append({
-            "topic": tp.topic, "partition": tp.partition, "end_offset": end,
-            "list_offsets_end": listed.get(tp), "fetch_highwater": fetched[tp],
-            "committed": committed.get(tp), "position": done[tp], "lag": lag})
-    if app.intake is not None:
+    result["partitions"] = [
+        _lag_entry(tp.topic, tp.partition, listed.get(tp), fetched[tp], committed.get(tp),
+                   done[tp]) for tp in tps]
+    if app.intake is not None:  # the batch intake's partitions, from its own consumer
         try:
-            intake = await asyncio.wait_for(app.intake.lag(), LAG_TIMEOUT_S)
+            intake = await asyncio.wait_for(app.intake.offsets(), LAG_TIMEOUT_S)
         except Exception as exc:  # as above: say so
             result["error"] = f"{type(exc).__name__}: {exc}"
             intake = []
-        result["partitions"] += intake
-        total += sum(entry["lag"] or 0 for entry in intake)
-    result["total"] = total
+        result["partitions"] += [_lag_entry(*offsets) for offsets in intake]
+    result["total"] = sum(entry["lag"] or 0 for entry in result["partitions"])
     return result
+
+
+def _lag_entry(topic: str, partition: int, listed: int | None, fetched: int | None,
+               committed: int | None, position: int | None) -> Json:
+    known = [offset for offset in (listed, fetched) if offset is not None]
+    end = max(known) if known else None
+    lag = max(end - position, 0) if end is not None and position is not None else None
+    return {"topic": topic, "partition": partition, "end_offset": end,
+            "list_offsets_end": listed, "fetch_highwater": fetched, "committed": committed,
+            "position": position, "lag": lag}
 
 
 class LagMonitor:

@@ -516,7 +516,8 @@ def test_result_json_is_the_result_models_own_json(row: dict[str, str],
     timing = {"source_ts": source_ts, "queued_ms": 12.345 if source_ts else 0.0,
               "compute_ms": 3.5, "batch_started_at": 1764393600200, "batch_size": 17,
               "predicted_at": 1764393600250}
-    fast = result_json("comments:1:42", comment, score=0.8125, match=True,
+    fast = result_json("comments:1:42", comment, comment.categories, comment.category_path,
+                       score=0.8125, match=True,
                        model={"name": "demo", "version": "3"}, timing=timing)
     built = SkuMatchResult(
         id="comments:1:42", match=True, score=0.8125, model=ModelRef(name="demo", version="3"),

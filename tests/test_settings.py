@@ -97,6 +97,12 @@ def test_every_setting_has_a_case_here() -> None:
     assert set(EVERY_SETTING) == set(Settings.model_fields)
 
 
+def test_the_token_budget_default_is_the_classifiers() -> None:
+    from streamapp.model.classifier import DEFAULT_TOKEN_BUDGET
+
+    assert Settings().token_budget == DEFAULT_TOKEN_BUDGET
+
+
 @pytest.mark.parametrize(("field", "raw", "expected"),
                          [(f, raw, exp) for f, (raw, exp) in EVERY_SETTING.items()])
 def test_each_variable_is_read(field: str, raw: str, expected: Any) -> None:

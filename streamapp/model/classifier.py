@@ -21,8 +21,9 @@ TOKENIZER_FILES = (
 )
 # Room for [CLS] [SEP] [SEP] plus at least a few tokens of each text.
 MIN_TOKENS = 8
-# Tokens (with padding) in one forward pass of a packed batch: 32 pairs of 64 tokens. On a
-# CPU, sub-batches of 16 or more run as fast per pair as larger ones; GPUs want far more.
+# Tokens (with padding) in one forward pass of a packed batch: 32 pairs of 64 tokens. On this
+# CPU batches of 8 to 64 ran BERT-base at the same seq/s (../shared/NOTES.md); GPUs want far
+# more (STREAMAPP_TOKEN_BUDGET).
 DEFAULT_TOKEN_BUDGET = 2048
 
 
@@ -151,17 +152,16 @@ class PairClassifier:
         """The seed's tokenizer call, padded to the longest pair instead of max_tokens: the
         attention mask hides padding, so scores are the same with less work (`pad_to_max`
         pads as the seed does, for comparison)."""
+        return self._to_device(self._encode(reviews, sku_names,
+                                            padding="max_length" if pad_to_max else "longest",
+                                            return_tensors="pt"))
+
+    def _encode(self, reviews: Sequence[str], sku_names: Sequence[str], **kwargs: Any) -> Any:
+        """The seed's tokenizer settings: pairs, at most max_tokens, longest text cut first."""
         if len(reviews) != len(sku_names):
             raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
-        batch = self._tokenizer(
-            list(reviews),
-            list(sku_names),
-            max_length=self.max_tokens,
-            truncation="longest_first",
-            padding="max_length" if pad_to_max else "longest",
-            return_tensors="pt",
-        )
-        return self._to_device(batch)
+        return self._tokenizer(list(reviews), list(sku_names), max_length=self.max_tokens,
+                               truncation="longest_first", **kwargs)
 
     def _to_device(self, batch: Any) -> Any:
         if self._device.type == "cuda":
@@ -179,10 +179,7 @@ class PairClassifier:
         comments padded to their longest, 36% of the tokens at 128 tokens are padding;
         sorted sub-batches within 2048 tokens cut that to 16% (at 64 tokens most comments
         reach the limit, and padding stays at 8%)."""
-        if len(reviews) != len(sku_names):
-            raise ValueError(f"{len(reviews)} reviews but {len(sku_names)} SKU names")
-        encoded = self._tokenizer(list(reviews), list(sku_names), max_length=self.max_tokens,
-                                  truncation="longest_first", padding=False)
+        encoded = self._encode(reviews, sku_names, padding=False)
         lengths = [len(ids) for ids in encoded["input_ids"]]
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         groups: list[list[int]] = [[]]

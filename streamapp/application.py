@@ -1,7 +1,8 @@
 """The Faust application: topics, tables and settings wired from `Settings`.
 
-The agents that move records live in `streamapp.agents`, the web view in `streamapp.web`;
-`create_app` puts them together so that `faust -A streamapp worker` finds one `app`.
+The agents that move records live in `streamapp.pipeline.agents`, the web view in
+`streamapp.web.views`; `create_app` puts them together so that `faust -A streamapp worker`
+finds one `app`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 import faust
 
+from streamapp.pipeline.stats import WorkerStats
 from streamapp.security import broker_credentials
 from streamapp.settings import Settings, SettingsError
-from streamapp.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ WINDOW = timedelta(minutes=1)
 WINDOW_EXPIRES = timedelta(hours=1)
 
 
-# Table keys are "<kind>:<name>" strings, values dicts of counters (streamapp.stats).
+# Table keys are "<kind>:<name>" strings, values dicts of counters (streamapp.pipeline.stats).
 _TABLE_SCHEMA = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
 
 
@@ -35,10 +36,11 @@ class StreamApp(faust.App):
         super().__init__(settings.app_id, **kwargs)
         self.settings = settings
         self.worker_stats = WorkerStats()
-        # Set at worker init (streamapp.agents._load_model), before anything is consumed.
-        self.engine: Any = None  # streamapp.inference.InferenceEngine
-        self.models: Any = None  # streamapp.serving.ModelManager
-        self.intake: Any = None  # streamapp.intake.BatchIntake, with STREAMAPP_INTAKE=batch
+        # Set at worker init (streamapp.pipeline.agents._load_model), before anything is consumed.
+        self.engine: Any = None  # streamapp.serving.engine.InferenceEngine
+        self.models: Any = None  # streamapp.serving.manager.ModelManager
+        # streamapp.pipeline.intake.BatchIntake, with STREAMAPP_INTAKE=batch
+        self.intake: Any = None
         owned = {"partitions": settings.partitions}  # topics streamapp creates
         # Raw bytes everywhere: decoding is ours, so a bad record becomes a dead letter,
         # never a crash inside Faust's deserializer.
@@ -50,7 +52,7 @@ class StreamApp(faust.App):
         self.stats_topic = self._raw_topic(f"{settings.app_id}-stats", internal=True, **owned)
         self.results_topic = self._raw_topic(settings.results_topic, **owned)
         self.dlq_topic = self._raw_topic(settings.dlq_topic, **owned)
-        # Counters per "<kind>:<name>" key (see streamapp.stats): since the start, and per
+        # Counters per "<kind>:<name>" key (see streamapp.pipeline.stats): since the start, and per
         # one-minute window for the last hour.
         self.totals = self.Table("totals", default=dict, schema=_TABLE_SCHEMA, **owned)
         self.per_minute = self.Table(
@@ -58,9 +60,9 @@ class StreamApp(faust.App):
         ).tumbling(WINDOW, expires=WINDOW_EXPIRES)
 
     def _new_transport(self) -> Any:
-        # Commit only offsets processed in an unbroken run (streamapp.offsets: Faust's "gap"
-        # handling commits past unprocessed records after a restart).
-        from streamapp.offsets import SafeOffsetConsumer
+        # Commit only offsets processed in an unbroken run (streamapp.pipeline.offsets: Faust's
+        # "gap" handling commits past unprocessed records after a restart).
+        from streamapp.pipeline.offsets import SafeOffsetConsumer
 
         transport = super()._new_transport()
         transport.Consumer = SafeOffsetConsumer
@@ -102,7 +104,8 @@ def create_app(settings: Settings) -> StreamApp:
     # the pipeline's time in a profile even when no handler printed them.
     logging.getLogger("aiokafka").setLevel(max(logging.INFO,
                                                logging.getLevelName(settings.log_level.upper())))
-    from streamapp import agents, web
+    from streamapp.pipeline import agents
+    from streamapp.web import views as web
 
     agents.register(app)
     web.register(app)

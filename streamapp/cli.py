@@ -46,7 +46,7 @@ def worker(ctx: click.Context) -> None:
 @click.option("--seed", default=0, show_default=True)
 def demo_model(out_dir: Path, train_size: int | None, seed: int) -> None:
     """Train the demo SKU-match model on synthetic comments (about a minute on 2 cores)."""
-    from streamapp.model.demo import TRAIN_EXAMPLES, build_demo_model
+    from streamapp.demo.model import TRAIN_EXAMPLES, build_demo_model
 
     report = build_demo_model(out_dir, train_size=train_size or TRAIN_EXAMPLES, seed=seed)
     click.echo(f"demo model written to {report.path}: held-out accuracy "
@@ -59,7 +59,7 @@ def demo_model(out_dir: Path, train_size: int | None, seed: int) -> None:
 @click.option("--rate", default=20.0, show_default=True, help="demo comments per second")
 def demo(port: int, rate: float) -> None:
     """`make run`: broker + demo model + worker + a feed of demo comments, until Ctrl-C."""
-    from streamapp.quickstart import run_quickstart
+    from streamapp.demo.quickstart import run_quickstart
 
     sys.exit(run_quickstart(port=port, rate=rate))
 
@@ -124,7 +124,7 @@ def load(path: Path, dt: str | None, recall_label: str, output_format: str, sepa
     """
     import orjson
 
-    from streamapp import loader
+    from streamapp.edges import loader
 
     settings = _settings()
     if dt is not None and not (len(dt) == 8 and dt.isdigit()):
@@ -174,7 +174,7 @@ def _comment_options(command: Callable[..., None]) -> Callable[..., None]:
 def _read_comment(settings: Settings, sku: str | None, review: str | None,
                   categories: tuple[str, ...], output_format: str, separator: str | None,
                   raw: bool) -> bytes:
-    from streamapp.clients import comment_value
+    from streamapp.edges.clients import comment_value
     from streamapp.records import RejectedRecord
 
     if (sku is None) != (review is None):
@@ -209,7 +209,7 @@ def send(sku: str | None, review: str | None, categories: tuple[str, ...], outpu
     """
     import asyncio
 
-    from streamapp.clients import produce
+    from streamapp.edges.clients import produce
     from streamapp.records import comment_id
 
     settings = _settings()
@@ -237,7 +237,7 @@ def tail(dead_letters: bool, category: str | None, match: bool | None, from_begi
 
     import orjson
 
-    from streamapp.clients import follow, format_output, wanted
+    from streamapp.edges.clients import follow, format_output, wanted
 
     settings = _settings()
     topics = [settings.results_topic] + ([settings.dlq_topic] if dead_letters else [])
@@ -281,8 +281,8 @@ def ask(sku: str | None, review: str | None, categories: tuple[str, ...], output
 
     import orjson
 
-    from streamapp.clients import ask as ask_worker
-    from streamapp.clients import format_output
+    from streamapp.edges.clients import ask as ask_worker
+    from streamapp.edges.clients import format_output
 
     settings = _settings()
     value = _read_comment(settings, sku, review, categories, output_format, separator, raw)
@@ -306,7 +306,7 @@ def ask(sku: str | None, review: str | None, categories: tuple[str, ...], output
 @click.option("--check", is_flag=True, help="write nothing; exit 1 when a file is stale")
 def schemas(out_dir: Path | None, check: bool) -> None:
     """Write the JSON Schemas of the comment, result and dead-letter messages."""
-    from streamapp import schemas as generator
+    from streamapp.edges import schemas as generator
 
     directory = out_dir or generator.SCHEMA_DIR
     if check:
@@ -340,7 +340,7 @@ def sink(db_url: str, table: str, group: str, batch_size: int,
     import re
     import signal
 
-    from streamapp.sink import open_database, run_sink
+    from streamapp.edges.sink import open_database, run_sink
 
     settings = _settings()
     try:
@@ -371,6 +371,18 @@ def sink(db_url: str, table: str, group: str, batch_size: int,
         db.close()
 
 
+def _use_checkout_tools() -> None:
+    """bench/ and reliability/ measure the product and are not shipped in it: they are
+    importable from the source checkout this package is installed from (`pip install -e`)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__init__.py").is_file():
+        raise click.ClickException(
+            "the benchmark and reliability suites live in the source checkout (bench/, "
+            "reliability/); run them there: make bench / make reliability")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 @main.command()
 @click.option("--comments", type=click.Path(path_type=Path), default=Path(
     "../shared/data/comments.jsonl"), show_default=True,
@@ -381,7 +393,8 @@ def sink(db_url: str, table: str, group: str, batch_size: int,
               show_default=True)
 def bench(comments: Path, runs: int, quick: bool, out: Path) -> None:
     """Run the benchmark suite; write BENCHMARKS.md and bench/results.json."""
-    from streamapp.bench import run_all, write_report
+    _use_checkout_tools()
+    from bench.suite import run_all, write_report
 
     results = run_all(comments=comments, runs=runs, quick=quick,
                       log=lambda line: click.echo(line, err=True))
@@ -413,8 +426,9 @@ def reliability(runs: int, records: int, backlog: int, slow_records: int, slow_d
     """Fault-injection suite: real broker and workers, every fault `runs` times; RELIABILITY.md."""
     import shlex
 
-    from streamapp.reliability import SUITE_FAULTS, demo_model_dir, run_suite, suite_cases
-    from streamapp.reliability import write_report as write_reliability
+    _use_checkout_tools()
+    from reliability.suite import SUITE_FAULTS, demo_model_dir, run_suite, suite_cases
+    from reliability.suite import write_report as write_reliability
 
     unknown = sorted(set(faults) - set(SUITE_FAULTS))
     if unknown:

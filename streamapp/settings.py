@@ -42,7 +42,7 @@ class Settings(BaseModel):
     fanout: bool = Field(True, description="repartition comments through the inference topic")
     intake: Literal["agent", "batch"] = Field(
         "agent", description="agent: Faust's take_events; batch: aiokafka batches past Faust's "
-                             "per-event path (streamapp.intake)")
+                             "per-event path (streamapp.pipeline.intake)")
     model: Path | None = Field(None, description="model directory or root of versions")
     demo_model_dir: Path = Field(Path("var/models/demo"), description="where the demo model lives")
     model_name: str = Field("standard_bert", min_length=1,

@@ -13,11 +13,11 @@ import orjson
 import pytest
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import follow_until_complete, produce
-from streamapp.model.demo import build_demo_model
+from streamapp.demo.model import build_demo_model
+from streamapp.demo.synthetic import generate_comments
+from streamapp.edges.clients import follow_until_complete, produce
 from streamapp.processes import WorkerProcess
 from streamapp.records import comment_id
-from streamapp.synthetic import generate_comments
 
 
 @pytest.fixture(scope="session")

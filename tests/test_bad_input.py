@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from streamapp.broker import EmbeddedBroker
-from streamapp.clients import open_producer, send_all
+from streamapp.edges.clients import open_producer, send_all
 from streamapp.records import COLUMNS, DeadLetter, SkuMatchResult, comment_id
 from tests.conftest import StartWorker, collect_outputs, demo_rows
 

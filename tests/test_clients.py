@@ -14,12 +14,12 @@ import jsonschema
 import orjson
 import pytest
 
-from streamapp import schemas
-from streamapp.bench_loader import export_rows, write_export
+from bench.loader import export_rows, write_export
 from streamapp.broker import EmbeddedBroker
-from streamapp.clients import comment_value, follow, format_output, wanted
+from streamapp.edges import schemas
+from streamapp.edges.clients import comment_value, follow, format_output, wanted
+from streamapp.edges.sink import open_database, run_sink
 from streamapp.records import RejectedRecord, decode_comment
-from streamapp.sink import open_database, run_sink
 from tests.conftest import StartWorker, collect_outputs
 
 RESULTS, DLQ = "sku-matches", "comments-dlq"

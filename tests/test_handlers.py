@@ -16,19 +16,19 @@ import pytest
 import torch
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.handlers.builtin import SkuMatchInfer
-from streamapp.handlers.contract import (
+from streamapp.records import Reason, SkuMatchResult
+from streamapp.serving.engine import BatchTiming, ModelFailure
+from streamapp.serving.formats.huggingface import ModelLoadError, SkuMatchClassifier
+from streamapp.serving.handlers.builtin import SkuMatchInfer
+from streamapp.serving.handlers.contract import (
     HandlerError,
     accepts_batch,
     config_dict,
     load_handler_class,
 )
-from streamapp.inference import BatchTiming, ModelFailure
-from streamapp.model.classifier import ModelLoadError, SkuMatchClassifier
-from streamapp.model.repository import read_deploy_config, resolve
-from streamapp.model.scores import ScoreError, to_scores
-from streamapp.records import Reason, SkuMatchResult
-from streamapp.serving import ModelManager
+from streamapp.serving.manager import ModelManager
+from streamapp.serving.repository import read_deploy_config, resolve
+from streamapp.serving.scores import ScoreError, to_scores
 from streamapp.settings import Settings
 from tests.conftest import StartWorker, collect_outputs, demo_rows, run_failing_worker, send
 from tests.model_builders import hf_version, torchscript_version

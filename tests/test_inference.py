@@ -14,9 +14,7 @@ import orjson
 import pytest
 import torch
 
-from streamapp.inference import BatchTiming, InferenceEngine, ModelFailure, Outcome
-from streamapp.records import Reason
-from streamapp.stats import (
+from streamapp.pipeline.stats import (
     CATEGORY,
     PATH,
     BatchReport,
@@ -27,6 +25,8 @@ from streamapp.stats import (
     stats_entries,
     stats_key,
 )
+from streamapp.records import Reason
+from streamapp.serving.engine import BatchTiming, InferenceEngine, ModelFailure, Outcome
 
 POISON = "☠ poison"
 
@@ -279,8 +279,8 @@ def test_event_loop_stays_responsive_while_the_model_computes() -> None:
 
 @pytest.mark.slow
 def test_real_model_through_the_engine(tiny_model: Path) -> None:
-    from streamapp.model.classifier import SkuMatchClassifier
-    from streamapp.synthetic import generate_comments
+    from streamapp.demo.synthetic import generate_comments
+    from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
     classifier = SkuMatchClassifier.load(tiny_model, device="cpu")
     rows = list(generate_comments(24, seed=11))
@@ -436,7 +436,7 @@ def test_out_of_memory_splits_the_batch_and_adapts_the_batch_size_then_recovers(
 
 
 def test_out_of_memory_is_recognised_in_its_usual_forms() -> None:
-    from streamapp.inference import is_out_of_memory
+    from streamapp.serving.engine import is_out_of_memory
 
     assert is_out_of_memory(MemoryError())
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
@@ -445,7 +445,7 @@ def test_out_of_memory_is_recognised_in_its_usual_forms() -> None:
 
 
 def test_a_stats_message_is_added_to_a_table_value_once() -> None:
-    from streamapp.agents import apply_once
+    from streamapp.pipeline.agents import apply_once
 
     value = apply_once(None, {"seen": 3, "matched": 1}, offset=10)
     assert value == {"seen": 3, "matched": 1, "_offset": 10}

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
+from reliability.suite import run_scenario
 from streamapp.broker import EmbeddedBroker
-from streamapp.intake import OffsetTracker
+from streamapp.pipeline.intake import OffsetTracker
 from streamapp.records import Incoming, SkuMatchResult
-from streamapp.reliability import run_scenario
 from tests.conftest import StartWorker, collect_outputs, demo_rows, send, wait_until
 from tests.test_pipeline import DLQ, RESULTS, category_totals
 

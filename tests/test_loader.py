@@ -14,10 +14,10 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from streamapp.bench_loader import export_rows, write_export
+from bench.loader import export_rows, write_export
 from streamapp.broker import EmbeddedBroker
-from streamapp.clients import follow
-from streamapp.loader import (
+from streamapp.edges.clients import follow
+from streamapp.edges.loader import (
     DEFAULT_MAPPING,
     ErrorLimitExceeded,
     LoadError,

@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
-from streamapp.model.classifier import ModelLoadError, SkuMatchClassifier
-from streamapp.model.demo import build_demo_model
-from streamapp.synthetic import CATEGORY_KEYS, generate_comments
+from streamapp.demo.model import build_demo_model
+from streamapp.demo.synthetic import CATEGORY_KEYS, generate_comments
+from streamapp.serving.formats.huggingface import ModelLoadError, SkuMatchClassifier
 
 REVIEWS = [
     "红富士苹果脆甜多汁，物流很快，好评！",

@@ -1,5 +1,5 @@
 """Offsets are committed only past processed records: the consumer's bookkeeping, and fault
-injection through streamapp.reliability (real broker, real worker processes)."""
+injection through reliability.suite (real broker, real worker processes)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
+from reliability.suite import SLOW_DELAY_ENV, SLOW_HANDLER, run_scenario
 from streamapp.application import create_app
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import open_producer, send_all
-from streamapp.offsets import SafeOffsetConsumer, fetched_end_offsets
-from streamapp.reliability import SLOW_DELAY_ENV, SLOW_HANDLER, run_scenario
+from streamapp.edges.clients import open_producer, send_all
+from streamapp.pipeline.offsets import SafeOffsetConsumer, fetched_end_offsets
 from streamapp.settings import Settings
 
 
@@ -123,7 +123,7 @@ def test_slow_infer_sleeps_for_its_environment_delay(monkeypatch: pytest.MonkeyP
     import logging
     import time
 
-    from streamapp.handlers.null import CONSTANT_SCORE, SlowInfer
+    from streamapp.serving.handlers.null import CONSTANT_SCORE, SlowInfer
 
     monkeypatch.setenv(SLOW_DELAY_ENV, "0.05")
     handler = SlowInfer()

@@ -12,9 +12,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from streamapp import schemas
+from streamapp.demo.synthetic import generate_comments
+from streamapp.edges import schemas
 from streamapp.records import DeadLetter, ModelRef, SkuMatchResult, Timing
-from streamapp.synthetic import generate_comments
 
 
 def validator(name: str) -> jsonschema.protocols.Validator:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from streamapp.application import create_app
-from streamapp.clients import connection
+from streamapp.edges.clients import connection
 from streamapp.settings import Settings, SettingsError
 from tests.conftest import StartWorker
 

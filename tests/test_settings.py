@@ -98,7 +98,7 @@ def test_every_setting_has_a_case_here() -> None:
 
 
 def test_the_token_budget_default_is_the_classifiers() -> None:
-    from streamapp.model.classifier import DEFAULT_TOKEN_BUDGET
+    from streamapp.serving.formats.huggingface import DEFAULT_TOKEN_BUDGET
 
     assert Settings().token_budget == DEFAULT_TOKEN_BUDGET
 

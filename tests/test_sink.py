@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from streamapp.broker import EmbeddedBroker
-from streamapp.clients import open_producer, send_all
+from streamapp.edges.clients import open_producer, send_all
+from streamapp.edges.sink import Database, open_database, run_sink
 from streamapp.records import ModelRef, SkuMatchResult, Timing
-from streamapp.sink import Database, open_database, run_sink
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 RESULTS = "sku-matches"

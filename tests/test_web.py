@@ -23,16 +23,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp.broker import HOST, EmbeddedBroker
-from streamapp.metrics import PrometheusMetrics
-from streamapp.processes import WorkerProcess
-from streamapp.stats import (
+from streamapp.pipeline.stats import (
     LATENCY_BOUNDS_MS,
     BatchReport,
     Histogram,
     Interval,
     WorkerStats,
 )
-from streamapp.web import merge_stats
+from streamapp.processes import WorkerProcess
+from streamapp.web.metrics import PrometheusMetrics
+from streamapp.web.views import merge_stats
 from tests.conftest import StartWorker, collect_outputs, demo_rows, send, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from streamapp.handlers.builtin import SkuMatchInfer
+from streamapp.serving.handlers.builtin import SkuMatchInfer
 
 
 class FailsToInitialize:

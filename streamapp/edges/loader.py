@@ -540,7 +540,7 @@ class _Sender:
         self.pending: list[asyncio.Future[Any]] = []
 
     async def send(self, values: list[bytes]) -> None:
-        from streamapp.clients import send_batched
+        from streamapp.edges.clients import send_batched
 
         options, report = self.options, self.report
         if self.producer is not None and values:
@@ -560,7 +560,7 @@ class _Sender:
 
 async def _load(options: LoadOptions, broker: str, report: LoadReport,
                 progress: Progress) -> None:
-    from streamapp.clients import open_producer
+    from streamapp.edges.clients import open_producer
 
     async with contextlib.AsyncExitStack() as stack:
         rejects = RejectsFile(options.rejects_path)

@@ -4,7 +4,7 @@
 seed job's source table) and runs `streamapp load` on it in a fresh process, so that the peak
 RSS is the loader's alone. Run as a script, it starts an embedded broker itself:
 
-    python -m streamapp.bench_loader --rows 1000000 --format parquet
+    python -m bench.loader --rows 1000000 --format parquet
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamapp.loader import DEFAULT_MAPPING
-from streamapp.synthetic import generate_comments
+from streamapp.demo.synthetic import generate_comments
+from streamapp.edges.loader import DEFAULT_MAPPING
 
 # Source table columns in the order of the job's SELECT, then its WHERE columns.
 SOURCE_COLUMNS = list(DEFAULT_MAPPING.values())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from streamapp.model.classifier import ModelLoadError
+from streamapp.serving.formats.huggingface import ModelLoadError
 
 DEPLOY_CONFIG = "deploy_config.json"
 ModelType = Literal["pytorch", "torchscript", "other"]

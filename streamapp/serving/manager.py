@@ -17,18 +17,18 @@ from typing import Any
 
 import torch
 
-from streamapp.handlers.builtin import SkuMatchInfer
-from streamapp.handlers.contract import (
+from streamapp.serving.engine import BatchTiming, Outcome, failure
+from streamapp.serving.formats.huggingface import ModelLoadError, PackedBatch, resolve_device
+from streamapp.serving.handlers.builtin import SkuMatchInfer
+from streamapp.serving.handlers.contract import (
     BUILTIN_HANDLER,
     HandlerError,
     accepts_batch,
     config_dict,
     load_handler_class,
 )
-from streamapp.inference import BatchTiming, Outcome, failure
-from streamapp.model.classifier import ModelLoadError, PackedBatch, resolve_device
-from streamapp.model.repository import ModelVersion, resolve
-from streamapp.model.scores import ScoreError, to_scores
+from streamapp.serving.repository import ModelVersion, resolve
+from streamapp.serving.scores import ScoreError, to_scores
 from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)

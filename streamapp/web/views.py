@@ -2,9 +2,9 @@
 
 - `/dashboard/`: the page (streamapp/static), which polls `/api/cluster`;
 - `/api/stats`: this worker's numbers: the per-category counts its tables hold, its batches
-  (streamapp.stats.WorkerStats, fed by the BatchReports), its consumer lag, its model;
+  (streamapp.pipeline.stats.WorkerStats, fed by the BatchReports), its consumer lag, its model;
 - `/api/cluster`: every worker's `/api/stats` added up (same keys, plus `workers`);
-- `/metrics`: Prometheus text (streamapp.metrics).
+- `/metrics`: Prometheus text (streamapp.web.metrics).
 
 Table keys are partitioned: each worker's tables hold the keys of the stats partitions assigned
 to it, so the cluster's counts are the sum over the workers and count each comment once. The
@@ -25,8 +25,7 @@ import aiohttp
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from streamapp import metrics
-from streamapp.stats import (
+from streamapp.pipeline.stats import (
     CATEGORY,
     COUNTERS,
     DEAD_LETTER,
@@ -37,6 +36,7 @@ from streamapp.stats import (
     merge_snapshots,
     split_key,
 )
+from streamapp.web import metrics
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp

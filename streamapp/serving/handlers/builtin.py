@@ -8,9 +8,13 @@ from typing import Any
 
 import torch
 
-from streamapp.model.classifier import DEFAULT_TOKEN_BUDGET, PairClassifier, SkuMatchClassifier
-from streamapp.model.repository import read_deploy_config
-from streamapp.model.torchscript import SEED_OUTPUT_INDEX, TorchScriptPairClassifier
+from streamapp.serving.formats.huggingface import (
+    DEFAULT_TOKEN_BUDGET,
+    PairClassifier,
+    SkuMatchClassifier,
+)
+from streamapp.serving.formats.torchscript import SEED_OUTPUT_INDEX, TorchScriptPairClassifier
+from streamapp.serving.repository import read_deploy_config
 
 
 class SkuMatchInfer:

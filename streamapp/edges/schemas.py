@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from streamapp.records import Comment, DeadLetter, SkuMatchResult
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 # file stem -> (model, mode, what the message is). Comments are validated on the way in,

@@ -28,12 +28,12 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.types import TopicT
 from mode import Service
 
-from streamapp.agents import exit_without_commit
+from streamapp.pipeline.agents import exit_without_commit
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
-    from streamapp.agents import BatchPipeline
     from streamapp.application import StreamApp
+    from streamapp.pipeline.agents import BatchPipeline
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class BatchIntake(Service):
         return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        from streamapp.clients import bootstrap_servers
+        from streamapp.edges.clients import bootstrap_servers
         from streamapp.security import aiokafka_security
 
         settings = self.app.settings
@@ -205,7 +205,7 @@ class BatchIntake(Service):
     async def offsets(self) -> list[tuple[str, int, int | None, int | None, int | None, int]]:
         """Per partition held: topic, partition, ListOffsets end, the last fetch's high
         watermark, committed offset, and the committed offset else the position (the web
-        view's lag, streamapp.web)."""
+        view's lag, streamapp.web.views)."""
         consumer = self.consumer
         tps = sorted(self.assignment())
         if consumer is None or not tps:

@@ -25,7 +25,7 @@ PATH = "path"  # full category path, "生鲜/水果/苹果"
 DEAD_LETTER = "dead_letter"  # reason code
 
 COUNTERS = ("seen", "predicted", "matched", "failed")
-# Table values also keep the offset of the last stats message applied (streamapp.agents).
+# Table values also keep the offset of the last stats message applied (streamapp.pipeline.agents).
 APPLIED_OFFSET = "_offset"
 
 
@@ -249,7 +249,7 @@ class Interval:
 
 
 class StatsListener(Protocol):
-    """Something else fed with every batch and dead letter (streamapp.metrics)."""
+    """Something else fed with every batch and dead letter (streamapp.web.metrics)."""
 
     def on_batch(self, report: BatchReport) -> None: ...
 

@@ -31,7 +31,7 @@ class SlowInfer(ConstantInfer):
     environment variable `SLOW_INFER_DELAY_S` (default 1.0), read at `initialize`. It is not a
     STREAMAPP_* name on purpose: worker settings reject unknown STREAMAPP_* variables.
 
-        SLOW_INFER_DELAY_S=7 STREAMAPP_HANDLER=streamapp.handlers.null:SlowInfer \\
+        SLOW_INFER_DELAY_S=7 STREAMAPP_HANDLER=streamapp.serving.handlers.null:SlowInfer \\
             STREAMAPP_BATCH_SIZE=16 streamapp worker
     """
 

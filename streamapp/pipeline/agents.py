@@ -23,8 +23,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import EventT, StreamT, TopicT
 
-from streamapp.inference import BatchTiming, ModelFailure
-from streamapp.outbox import Outbox, aiokafka_producer
+from streamapp.pipeline.outbox import Outbox, aiokafka_producer
+from streamapp.pipeline.stats import (
+    APPLIED_OFFSET,
+    DEAD_LETTER,
+    BatchReport,
+    BatchTally,
+    merge_counts,
+    stats_entries,
+    stats_key,
+)
 from streamapp.records import (
     Comment,
     Incoming,
@@ -35,15 +43,7 @@ from streamapp.records import (
     path_of,
     result_json,
 )
-from streamapp.stats import (
-    APPLIED_OFFSET,
-    DEAD_LETTER,
-    BatchReport,
-    BatchTally,
-    merge_counts,
-    stats_entries,
-    stats_key,
-)
+from streamapp.serving.engine import BatchTiming, ModelFailure
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -284,12 +284,12 @@ def register(app: StreamApp) -> None:
 
     # Fan-out: batches of the inference topic. Direct: batches of the comment topic itself,
     # decoded in the batch (one Kafka hop less per comment). Read by the Faust agent, or by
-    # the batch intake (streamapp.intake) past Faust's per-event path.
+    # the batch intake (streamapp.pipeline.intake) past Faust's per-event path.
     source, decode = ((app.inference_topic, decode_fanned_out) if settings.fanout
                       else (app.comments_topic, decode_source))
 
     if settings.intake == "batch":
-        from streamapp.intake import BatchIntake
+        from streamapp.pipeline.intake import BatchIntake
 
         app.intake = BatchIntake(app, source,
                                  BatchPipeline(app, decode, settings.pipeline_depth),
@@ -345,14 +345,14 @@ def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> Non
 
 def _load_model(app: StreamApp, **kwargs: Any) -> None:
     """Load the model before the worker consumes anything; a bad model stops it here."""
-    from streamapp.handlers.contract import HandlerError
-    from streamapp.inference import InferenceEngine
-    from streamapp.model.classifier import ModelLoadError
-    from streamapp.serving import ModelManager
+    from streamapp.serving.engine import InferenceEngine
+    from streamapp.serving.formats.huggingface import ModelLoadError
+    from streamapp.serving.handlers.contract import HandlerError
+    from streamapp.serving.manager import ModelManager
 
     settings = app.settings
     if settings.uses_demo_model and not (settings.model_dir / "config.json").exists():
-        from streamapp.model.demo import build_demo_model
+        from streamapp.demo.model import build_demo_model
 
         log.warning("no model configured and no demo model at %s: building it (about a "
                     "minute)", settings.model_dir)

@@ -1,7 +1,7 @@
 """Build a small demo SKU-match model from synthetic data, with no model hub involved.
 
 The model is a tiny BERT cross-encoder with a character-level vocabulary, trained from scratch
-on `streamapp.synthetic` reviews in about a minute on two CPU cores. Its first layer starts as
+on `streamapp.demo.synthetic` reviews in about a minute on two CPU cores. Its first layer starts as
 a character matcher between review and SKU name (see `_init_char_matching`), so one epoch over
 freshly generated SKUs teaches it the pairwise signal rather than a list of product words. It is
 for demos, tests and load tests; it is not a production model.
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from streamapp.model.classifier import SkuMatchClassifier
-from streamapp.synthetic import generate_comments
+from streamapp.demo.synthetic import generate_comments
+from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
 MODEL_NAME = "streamapp-demo-sku-match"
 MODEL_VERSION = "demo-1"

@@ -10,7 +10,7 @@ from `seed`, waits for the outputs and accounts for every source offset of the c
 an id (`comments:partition:offset`) with no output is lost, one with several is duplicated.
 
 Faults live in `FAULTS` (name -> coroutine); add one by writing `async def _my_fault(run)` and
-registering it. CLI: `python -m streamapp.reliability --fault kill9 --runs 3 --records 3000`.
+registering it. CLI: `python -m reliability.suite --fault kill9 --runs 3 --records 3000`.
 
 Beyond the ids, each run checks the per-category tables against an oracle from the topics:
 after the outputs are in, every live worker's `/api/stats/` `categories[name]["seen"]`,
@@ -22,7 +22,7 @@ outputs that the topics show (`replayed_outputs`, `table_ok`).
 The suite (`run_suite`, `streamapp reliability`, `make reliability`) runs every fault several
 times with fixed seeds and writes RELIABILITY.md. `FAULT_DEFAULTS` gives the faults that need
 them their worker settings: `slow_model` and `backpressure` run
-`streamapp.handlers.null:SlowInfer`, whose per-batch delay is `SLOW_INFER_DELAY_S`.
+`streamapp.serving.handlers.null:SlowInfer`, whose per-batch delay is `SLOW_INFER_DELAY_S`.
 """
 
 from __future__ import annotations
@@ -50,17 +50,17 @@ from typing import Any
 import orjson
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import follow, follow_until_complete, open_producer, send_all
+from streamapp.demo.synthetic import generate_comments
+from streamapp.edges.clients import follow, follow_until_complete, open_producer, send_all
+from streamapp.pipeline.stats import CATEGORY, split_key, stats_entries
 from streamapp.processes import WorkerProcess
 from streamapp.records import Reason, comment_id
-from streamapp.stats import CATEGORY, split_key, stats_entries
-from streamapp.synthetic import generate_comments
 
 COMMENTS, RESULTS, DLQ = "comments", "sku-matches", "comments-dlq"
 APP_ID = "streamapp"
 STATS = f"{APP_ID}-stats"  # per-batch counts per category, which the tally adds to the tables
 READY_TIMEOUT = 120.0
-SLOW_HANDLER = "streamapp.handlers.null:SlowInfer"
+SLOW_HANDLER = "streamapp.serving.handlers.null:SlowInfer"
 SLOW_DELAY_ENV = "SLOW_INFER_DELAY_S"  # read by SlowInfer; not a STREAMAPP_* setting
 # Dead letters the tally counts (the comment was decoded, then the model failed on it); the
 # decode rejections are counted under `dead_letter:<reason>` only, never per category.
@@ -87,7 +87,7 @@ class ReliabilityReport:
     dead_lettered: int  # ids whose (first) output is a dead letter
     # Duplicated ids produced after the fault ended: not in flight during it. A few per
     # partition come from a restarted worker re-reading what it fetched while Faust's
-    # perform_seek ran (see streamapp.offsets); more would point at a new defect.
+    # perform_seek ran (see streamapp.pipeline.offsets); more would point at a new defect.
     unexplained_duplicates: int
     recovery_s: float | None  # fault start -> first output after the fault ended
     fault_at_s: float  # fault start, seconds after the feed started
@@ -629,7 +629,7 @@ def _stop_all(run: Run) -> None:
 @contextlib.contextmanager
 def demo_model_dir(path: str | Path | None = None) -> Iterator[Path]:
     """A small demo model (built in seconds) at `path`, or in a temporary directory."""
-    from streamapp.model.demo import build_demo_model
+    from streamapp.demo.model import build_demo_model
 
     with contextlib.ExitStack() as stack:
         if path is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from streamapp.model.classifier import (
+from streamapp.serving.formats.huggingface import (
     MIN_TOKENS,
     ModelInfo,
     ModelLoadError,
@@ -18,7 +18,7 @@ from streamapp.model.classifier import (
     resolve_device,
     sha256_prefix,
 )
-from streamapp.model.scores import ScoreError, to_scores
+from streamapp.serving.scores import ScoreError, to_scores
 
 # The seed's handler reads `pytensor[1]` from its runner's outputs.
 SEED_OUTPUT_INDEX = 1

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import torch
 
-from streamapp.model.repository import ModelVersion
+from streamapp.serving.repository import ModelVersion
 
-BUILTIN_HANDLER = "streamapp.handlers.builtin:SkuMatchInfer"
+BUILTIN_HANDLER = "streamapp.serving.handlers.builtin:SkuMatchInfer"
 
 
 class Handler(Protocol):

@@ -18,11 +18,11 @@ from pathlib import Path
 import orjson
 
 from streamapp.broker import EmbeddedBroker
-from streamapp.clients import follow, format_output, open_producer, send_all
+from streamapp.demo.synthetic import generate_comments
+from streamapp.edges.clients import follow, format_output, open_producer, send_all
 from streamapp.processes import WorkerProcess
 from streamapp.records import comment_id, encode_delimited
 from streamapp.settings import Settings
-from streamapp.synthetic import generate_comments
 
 BROKEN_EVERY = 25  # one broken record in this many, to show the dead-letter topic at work
 
@@ -73,7 +73,7 @@ def run_quickstart(port: int = 9092, rate: float = 20.0) -> int:
         print(f"broker: {broker.bootstrap} (embedded, memory only)", flush=True)
         model_dir = settings.model_dir
         if settings.uses_demo_model and not (model_dir / "config.json").exists():
-            from streamapp.model.demo import build_demo_model
+            from streamapp.demo.model import build_demo_model
 
             print(f"building the demo model into {model_dir} (about a minute) ...", flush=True)
             report = build_demo_model(model_dir)

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import torch
 
-from streamapp.model.scores import ScoreError
 from streamapp.records import Reason
+from streamapp.serving.scores import ScoreError
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ import orjson
 import torch
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.clients import bootstrap_servers, follow, open_producer, produce, send_all
-from streamapp.model.classifier import DEFAULT_TOKEN_BUDGET
+from streamapp.edges.clients import bootstrap_servers, follow, open_producer, produce, send_all
 from streamapp.processes import WorkerProcess
+from streamapp.serving.formats.huggingface import DEFAULT_TOKEN_BUDGET
 
-NULL_HANDLER = "streamapp.handlers.null:ConstantInfer"
+NULL_HANDLER = "streamapp.serving.handlers.null:ConstantInfer"
 INTAKE = {"intake": "batch", "fanout": "false"}  # the fast path: batch intake, one hop
 BERT_BASE = {"vocab_size": 21128, "hidden_size": 768, "num_hidden_layers": 12,
              "num_attention_heads": 12, "intermediate_size": 3072}
@@ -39,7 +39,7 @@ def load_comments(path: Path | None, count: int) -> list[dict[str, Any]]:
     if path is not None and path.exists():
         rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
     else:
-        from streamapp.synthetic import generate_comments
+        from streamapp.demo.synthetic import generate_comments
 
         rows = list(generate_comments(count, seed=2024))
     while len(rows) < count:
@@ -85,7 +85,7 @@ def model_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: i
                   token_budget: int | None = DEFAULT_TOKEN_BUDGET) -> float:
     """Tokenize + forward in a tight batched loop, packed as the handler does (or one batch
     padded to its longest with `token_budget=None`): sequences per second."""
-    from streamapp.model.classifier import SkuMatchClassifier
+    from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
     model = SkuMatchClassifier.load(model_dir, quantize=quantize, max_tokens=max_tokens)
     reviews = [str(r["reviewBody"]) for r in rows]
@@ -99,7 +99,7 @@ def model_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: i
 
 def per_record(model_dir: Path, rows: Sequence[dict[str, Any]]) -> float:
     """The seed's pattern: one process() per comment, padded to max_length: seq/s."""
-    from streamapp.model.classifier import SkuMatchClassifier
+    from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
     model = SkuMatchClassifier.load(model_dir)
     started = time.perf_counter()
@@ -114,7 +114,7 @@ def per_record(model_dir: Path, rows: Sequence[dict[str, Any]]) -> float:
 def agreement(model_dir: Path, rows: Sequence[dict[str, Any]], threshold: float = 0.5,
               batch_size: int = 64) -> dict[str, float]:
     """int8 against fp32 on the same comments: label agreement, and each one's accuracy."""
-    from streamapp.model.classifier import SkuMatchClassifier
+    from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
     reviews = [str(r["reviewBody"]) for r in rows]
     skus = [str(r["baseSkuName"]) for r in rows]
@@ -431,7 +431,7 @@ def padding(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: int = 6
     """Share of padding tokens in batches of `batch_size`: the seed's max_length padding, one
     batch padded to its longest pair, and length-sorted sub-batches within the default token
     budget (what the built-in handler computes)."""
-    from streamapp.model.classifier import SkuMatchClassifier
+    from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
     model = SkuMatchClassifier.load(model_dir, max_tokens=max_tokens)
     totals = {"seed_max_length": [0, 0], "longest_in_batch": [0, 0],
@@ -451,7 +451,7 @@ def padding(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: int = 6
 
 def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str], None],
             models_dir: Path = Path("var/models")) -> dict[str, Any]:
-    from streamapp.model.demo import build_demo_model
+    from streamapp.demo.model import build_demo_model
 
     demo = models_dir / "demo"
     if not (demo / "config.json").exists():
@@ -520,7 +520,7 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
     results: dict[str, Any] = {
         "date": now(), "machine": machine(),
         "command": "make bench" if not quick else "make bench QUICK=1",
-        "comments_source": str(source) if source else "streamapp.synthetic (shared/ absent)",
+        "comments_source": str(source) if source else "streamapp.demo.synthetic (shared/ absent)",
         "runs": runs, "models": list(sizes),
         "per_model": per_model, "pipeline": pipeline, "latency": latency, "memory": memory,
         "int8_agreement": {"demo": agreement(demo, rows[:1000 if quick else 5000])},
@@ -554,7 +554,7 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
                                           / base_figures["model_ceiling"], 3),
     }
     try:
-        from streamapp.bench_loader import measure_loader
+        from bench.loader import measure_loader
 
         log("loader")
         with EmbeddedBroker(free_port()) as broker:

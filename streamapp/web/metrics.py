@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from streamapp.stats import CATEGORY, BatchReport, split_key
+from streamapp.pipeline.stats import CATEGORY, BatchReport, split_key
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp

@@ -24,7 +24,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from streamapp.clients import connection
+from streamapp.edges.clients import connection
 from streamapp.records import SkuMatchResult
 
 log = logging.getLogger(__name__)

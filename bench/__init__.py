@@ -1,0 +1,2 @@
+"""`make bench`: the benchmark suite (suite) and the loader benchmark (loader). Not shipped in
+the package; it measures streamapp from outside, as a user would."""

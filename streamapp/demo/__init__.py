@@ -1,0 +1,1 @@
+"""The demo: synthetic comments, the demo models built without a hub, and `make run`."""

@@ -1,0 +1,1 @@
+"""Model formats behind the handlers: a Hugging Face directory, a TorchScript file."""

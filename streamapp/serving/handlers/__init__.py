@@ -1,0 +1,1 @@
+"""Model handlers written to the seed's serving contract: initialize / preprocess / process."""

@@ -1,0 +1,2 @@
+"""The web view: /dashboard/ (static/), /api/stats and /api/cluster (views), /metrics
+(Prometheus). Reads the pipeline's numbers; nothing in the data path imports it."""

@@ -1,2 +1,3 @@
-"""`make bench`: the benchmark suite (suite) and the loader benchmark (loader). Not shipped in
+"""`make bench`: the benchmark suite (suite: orchestration,
+measures, report) and the loader benchmark (loader). Not shipped in
 the package; it measures streamapp from outside, as a user would."""

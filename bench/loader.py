@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamapp.demo.synthetic import generate_comments
-from streamapp.edges.loader import DEFAULT_MAPPING
+from streamapp.edges.sources import DEFAULT_MAPPING
 
 # Source table columns in the order of the job's SELECT, then its WHERE columns.
 SOURCE_COLUMNS = list(DEFAULT_MAPPING.values())

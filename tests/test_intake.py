@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from reliability.suite import run_scenario
+from reliability.scenarios import run_scenario
 from streamapp.broker import EmbeddedBroker
 from streamapp.pipeline.intake import OffsetTracker
 from streamapp.records import Incoming, SkuMatchResult

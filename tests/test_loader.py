@@ -17,13 +17,11 @@ import pytest
 from bench.loader import export_rows, write_export
 from streamapp.broker import EmbeddedBroker
 from streamapp.edges.clients import follow
-from streamapp.edges.loader import (
+from streamapp.edges.loader import ErrorLimitExceeded, LoadReport, load
+from streamapp.edges.sources import (
     DEFAULT_MAPPING,
-    ErrorLimitExceeded,
     LoadError,
     LoadOptions,
-    LoadReport,
-    load,
     parse_mapping,
     read_chunks,
 )

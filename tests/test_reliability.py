@@ -1,5 +1,5 @@
 """Offsets are committed only past processed records: the consumer's bookkeeping, and fault
-injection through reliability.suite (real broker, real worker processes)."""
+injection through reliability.scenarios (real broker, real worker processes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from reliability.suite import SLOW_DELAY_ENV, SLOW_HANDLER, run_scenario
+from reliability.scenarios import SLOW_DELAY_ENV, SLOW_HANDLER, run_scenario
 from streamapp.application import create_app
 from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.edges.clients import open_producer, send_all

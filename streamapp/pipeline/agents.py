@@ -15,99 +15,41 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import EventT, StreamT, TopicT
 
-from streamapp.pipeline.outbox import Outbox, aiokafka_producer
+from streamapp.pipeline.batches import (
+    BatchPipeline,
+    Decoder,
+    decode_fanned_out,
+    decode_source,
+    exit_without_commit,
+    produce,
+    send_dead_letter,
+)
 from streamapp.pipeline.stats import (
     APPLIED_OFFSET,
-    DEAD_LETTER,
-    BatchReport,
-    BatchTally,
     merge_counts,
     stats_entries,
-    stats_key,
 )
 from streamapp.records import (
-    Comment,
     Incoming,
-    Reason,
     RejectedRecord,
-    dead_letter,
-    decode_comment,
-    path_of,
-    result_json,
 )
-from streamapp.serving.engine import BatchTiming, ModelFailure
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
 
 log = logging.getLogger(__name__)
 
-EXIT_UNEXPECTED = 70  # EX_SOFTWARE
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-async def send_dead_letter(
-    app: StreamApp, record_id: str, reason: str, error: str, raw: bytes | None,
-    source_ts: int | None, tally: BatchTally | None = None,
-) -> None:
-    """A dead letter; counted in `tally` when it is part of a batch (sent with the batch's
-    counts), else sent to the stats topic at once."""
-    letter = dead_letter(record_id, reason, error, raw, source_ts=source_ts,
-                         failed_at=_now_ms(), max_value_bytes=app.settings.dlq_max_value_bytes)
-    await produce(app, app.dlq_topic, record_id, letter.model_dump_json().encode())
-    if tally is not None:
-        tally.add_dead_letter(reason)
-    else:
-        await send_counts(app, [(stats_key(DEAD_LETTER, reason), {"seen": 1})])
-    app.worker_stats.on_dead_letter(record_id, reason, error)
-
-
-def exit_without_commit(exc: BaseException) -> None:
-    """Stop at once, committing nothing: the records in flight are replayed after a restart."""
-    log.critical("unexpected error in the data path; exiting without commit: %r", exc,
-                 exc_info=exc)
-    logging.shutdown()
-    os._exit(EXIT_UNEXPECTED)
-
-
-Decoded = tuple[str, int | None, Comment]  # comment id, source timestamp (ms), comment
-Decoder = Callable[["StreamApp", Incoming], Decoded]
-
 
 def incoming(event: EventT) -> Incoming:
     msg = event.message
     return Incoming(event.value, msg.topic, msg.partition, msg.offset,
                     int(msg.timestamp * 1000) if msg.timestamp else None)
-
-
-def decode_source(app: StreamApp, record: Incoming) -> Decoded:
-    """A record of the comment topic: decode and validate (raises RejectedRecord)."""
-    settings = app.settings
-    comment = decode_comment(record.value, input_format=settings.input_format,
-                             separator=settings.separator,
-                             max_review_chars=settings.max_review_chars)
-    return record.id, record.timestamp_ms, comment
-
-
-def decode_fanned_out(app: StreamApp, record: Incoming) -> Decoded:
-    """A record of the inference topic, written by the ingest agent."""
-    try:
-        payload = orjson.loads(record.value or b"")
-        return payload["id"], payload.get("ts"), Comment.model_validate(payload["comment"])
-    except Exception as exc:  # only a foreign producer writes anything else here
-        raise RejectedRecord(Reason.INVALID_JSON,
-                             f"not a streamapp inference record: {exc}") from None
 
 
 async def ingest_one(app: StreamApp, record: Incoming) -> None:
@@ -120,99 +62,6 @@ async def ingest_one(app: StreamApp, record: Incoming) -> None:
         return
     payload = {"id": record_id, "ts": source_ts, "comment": comment.model_dump()}
     await produce(app, app.inference_topic, record_id, orjson.dumps(payload))
-
-
-async def produce(app: StreamApp, topic: TopicT, key: str, value: bytes) -> None:
-    """Hand one message to the producer (Faust flushes it before committing offsets).
-
-    Straight to the transport producer: the values are already bytes, so Faust's per-message
-    serializing and future bookkeeping in Topic.send would be pure overhead here.
-    """
-    await app.producer.send(topic.get_topic_name(), key.encode(), value, partition=None,
-                            timestamp=None, headers=None)
-
-
-async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, int]]]) -> None:
-    """Counts per table key to the stats topic: one message per partition the keys fall in
-    (Kafka's default partitioner, so a key's counts always share one partition and the
-    tally's offsets per key only grow). A batch touches ~30 keys: with one message each, the
-    tally agent's per-event Faust path took ~9% of the worker's time in a profile."""
-    topic = app.stats_topic.get_topic_name()
-    await aiokafka_producer(app).partitions_for(topic)  # the partitioner needs the metadata
-    by_partition: dict[int, dict[str, dict[str, int]]] = {}
-    for key, delta in counts:
-        partition = app.producer.key_partition(topic, key.encode()).partition
-        by_partition.setdefault(partition, {})[key] = delta
-    for partition, entries in by_partition.items():
-        await app.producer.send(topic, None, orjson.dumps(entries), partition=partition,
-                                timestamp=None, headers=None)
-
-
-def _request(comment: Comment) -> dict[str, Any]:
-    """The seed's reqDict: the comment's fields, and the review text as `input`."""
-    # vars(): the validated fields as they are; model_dump() copies them, 30 times slower.
-    return {**vars(comment), "input": comment.reviewBody}
-
-
-async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decoder) -> None:
-    """Score one micro-batch and produce a result or dead letter for every record in it."""
-    started = time.time()
-    model = app.models.current  # one version for the whole batch, even across a hot swap
-    tally = BatchTally()
-    items: list[Decoded] = []
-    for record in records:
-        try:
-            items.append(decode(app, record))
-        except RejectedRecord as rejected:
-            await send_dead_letter(app, record.id, rejected.reason, rejected.error,
-                                   record.value, record.timestamp_ms, tally)
-    timing = BatchTiming()
-    outcomes = await app.engine.score(model, [_request(c) for _, _, c in items], timing)
-    finished = time.time()
-    # With batches in flight a batch may wait for the model thread: compute is the model's
-    # own time, measured there.
-    compute_ms = round((timing.preprocess_s + timing.process_s) * 1000, 3)
-    started_ms, finished_ms = started * 1000, finished * 1000
-    queue_ms: list[float] = []
-    end_to_end_ms: list[float] = []
-    threshold = app.settings.match_threshold
-    model_ref = {"name": model.name, "version": model.version}  # ModelRef's fields
-    predicted = matched = 0
-    async with Outbox(app, app.results_topic.get_topic_name()) as results:
-        for (record_id, source_ts, comment), outcome in zip(items, outcomes, strict=True):
-            categories = comment.categories
-            path = path_of(categories)
-            if isinstance(outcome, ModelFailure):
-                tally.add(comment.first_category, path, predicted=False,
-                          matched=False)
-                await send_dead_letter(app, record_id, outcome.reason,
-                                       f"the model failed on this comment: {outcome.error}",
-                                       comment.model_dump_json().encode(), source_ts, tally)
-                continue
-            match = outcome >= threshold
-            tally.add(comment.first_category, path, predicted=True,
-                      matched=match)
-            predicted += 1
-            matched += match
-            queued = 0.0
-            if source_ts:
-                queued = round(started_ms - source_ts, 3)
-                queue_ms.append(queued)
-                end_to_end_ms.append(finished_ms - source_ts)
-            results.add(record_id.encode(), result_json(
-                record_id, comment, categories, path, score=outcome, match=match,
-                model=model_ref,
-                timing={"source_ts": source_ts, "queued_ms": queued, "compute_ms": compute_ms,
-                        "batch_started_at": int(started_ms), "batch_size": len(items),
-                        "predicted_at": int(finished_ms)}))
-    counts = tally.items()
-    await send_counts(app, counts)
-    app.worker_stats.on_batch(BatchReport(
-        finished_at=time.time(), size=len(items), predicted=predicted, matched=matched,
-        failed=len(items) - predicted, model_name=model.name, model_version=model.version,
-        queue_ms=queue_ms, end_to_end_ms=end_to_end_ms, preprocess_s=timing.preprocess_s,
-        process_s=timing.process_s, batch_s=time.time() - started, tokens=timing.tokens,
-        padded_tokens=timing.padded_tokens, counts=counts))
 
 
 def _ack_all(events: Sequence[EventT]) -> None:
@@ -232,42 +81,6 @@ def apply_once(current: dict[str, int] | None, counts: dict[str, int],
     if current is not None and current.get(APPLIED_OFFSET, -1) >= offset:
         return current
     return {**merge_counts(current, counts), APPLIED_OFFSET: offset}
-
-
-class BatchPipeline:
-    """Up to `depth` batches in flight: while the model thread computes one, the event loop
-    decodes the next and produces the previous one's outputs.
-
-    `done` runs once a batch has handed every result and dead letter to the producer: the
-    caller lets its offsets be committed then, and not before (at-least-once, as with
-    depth 1).
-    """
-
-    def __init__(self, app: StreamApp, decode: Decoder, depth: int) -> None:
-        self.app = app
-        self.decode = decode
-        self._slots = asyncio.Semaphore(depth)
-        self._running: set[asyncio.Task[None]] = set()
-
-    async def submit(self, records: list[Incoming], done: Callable[[], None]) -> None:
-        await self._slots.acquire()  # bounds memory: at most `depth` batches held
-        task = asyncio.create_task(self._run(records, done))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _run(self, records: list[Incoming], done: Callable[[], None]) -> None:
-        try:
-            await infer_batch(self.app, records, self.decode)
-        except Exception as exc:
-            exit_without_commit(exc)
-        else:
-            done()
-        finally:
-            self._slots.release()
-
-    async def drain(self) -> None:
-        while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
 
 
 def register(app: StreamApp) -> None:

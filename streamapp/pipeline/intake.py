@@ -28,12 +28,12 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.types import TopicT
 from mode import Service
 
-from streamapp.pipeline.agents import exit_without_commit
+from streamapp.pipeline.batches import exit_without_commit
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
-    from streamapp.pipeline.agents import BatchPipeline
+    from streamapp.pipeline.batches import BatchPipeline
 
 log = logging.getLogger(__name__)
 

@@ -1,70 +1,13 @@
-"""The `streamapp` command: broker, worker, demo-model, demo."""
+"""The commands at the edges: load, send, tail, ask, schemas, sink."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """SKU-match predictions for grocery reviews, streamed with Faust and Kafka."""
-
-
-@main.command()
-@click.option("--port", default=9092, show_default=True, help="port on 127.0.0.1")
-def broker(port: int) -> None:
-    """Run the embedded Kafka-compatible broker (memory only) in the foreground."""
-    from streamapp.broker import run_broker_foreground
-
-    sys.exit(run_broker_foreground(port))
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.pass_context
-def worker(ctx: click.Context) -> None:
-    """Run a worker: the same as `faust -A streamapp worker` (extra options pass through)."""
-    from streamapp.processes import FAUST_LOG_LEVELS
-
-    args = [sys.executable, "-m", "faust", "-A", "streamapp", "worker", *ctx.args]
-    if not any(a.startswith(("-l", "--loglevel")) for a in ctx.args):
-        level = os.environ.get("STREAMAPP_LOG_LEVEL", "info")
-        args += ["-l", FAUST_LOG_LEVELS.get(level, level)]
-    os.execv(sys.executable, args)
-
-
-@main.command("demo-model")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="directory to write the model into")
-@click.option("--train-size", type=int, default=None,
-              help="synthetic training comments [default: the builder's]")
-@click.option("--seed", default=0, show_default=True)
-def demo_model(out_dir: Path, train_size: int | None, seed: int) -> None:
-    """Train the demo SKU-match model on synthetic comments (about a minute on 2 cores)."""
-    from streamapp.demo.model import TRAIN_EXAMPLES, build_demo_model
-
-    report = build_demo_model(out_dir, train_size=train_size or TRAIN_EXAMPLES, seed=seed)
-    click.echo(f"demo model written to {report.path}: held-out accuracy "
-               f"{report.accuracy:.3f} on {report.test_size} comments it never saw "
-               f"({report.seconds:.0f}s)")
-
-
-@main.command()
-@click.option("--port", default=9092, show_default=True, help="broker port on 127.0.0.1")
-@click.option("--rate", default=20.0, show_default=True, help="demo comments per second")
-def demo(port: int, rate: float) -> None:
-    """`make run`: broker + demo model + worker + a feed of demo comments, until Ctrl-C."""
-    from streamapp.demo.quickstart import run_quickstart
-
-    sys.exit(run_quickstart(port=port, rate=rate))
-
-
-# Commands below: loader, clients, sink and schemas.
 
 if TYPE_CHECKING:
     from streamapp.settings import Settings
@@ -81,7 +24,7 @@ def _settings() -> Settings:
         sys.exit(2)
 
 
-@main.command()
+@click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--dt", metavar="YYYYMMDD", help="load the rows of this partition only")
 @click.option("--recall-label", default="unrecall", show_default=True,
@@ -124,24 +67,24 @@ def load(path: Path, dt: str | None, recall_label: str, output_format: str, sepa
     """
     import orjson
 
-    from streamapp.edges import loader
+    from streamapp.edges import loader, sources
 
     settings = _settings()
     if dt is not None and not (len(dt) == 8 and dt.isdigit()):
         raise click.BadParameter("expected YYYYMMDD", param_hint="--dt")
     try:
-        options = loader.LoadOptions(
+        options = sources.LoadOptions(
             path=path, topic=topic or settings.comments_topic, dt=dt,
             recall_label=recall_label or None, output_format=output_format,  # type: ignore[arg-type]
             separator=separator, error_limit=error_limit, debug_topic=debug_topic,
             debug_count=debug_count, dry_run=dry_run,
-            mapping=loader.parse_mapping(list(mappings)),
+            mapping=sources.parse_mapping(list(mappings)),
             source_format=input_format,  # type: ignore[arg-type]
             csv_delimiter=csv_delimiter, rejects_path=rejects_path, batch_rows=batch_rows,
             max_review_chars=settings.max_review_chars)
         show = sys.stderr.isatty() if progress is None else progress
         report = loader.load(options, settings.broker, progress=show and not as_json)
-    except loader.LoadError as exc:
+    except sources.LoadError as exc:
         raise click.ClickException(str(exc)) from None
     except loader.ErrorLimitExceeded as exc:
         if as_json:
@@ -197,7 +140,7 @@ def _read_comment(settings: Settings, sku: str | None, review: str | None,
         sys.exit(2)
 
 
-@main.command()
+@click.command()
 @_comment_options
 def send(sku: str | None, review: str | None, categories: tuple[str, ...], output_format: str,
          separator: str | None, raw: bool, topic: str | None) -> None:
@@ -218,7 +161,7 @@ def send(sku: str | None, review: str | None, categories: tuple[str, ...], outpu
     click.echo(comment_id(meta.topic, meta.partition, meta.offset))
 
 
-@main.command()
+@click.command()
 @click.option("--dead-letters", is_flag=True, help="also follow the dead-letter topic")
 @click.option("--category", help="only results with this category level, or path prefix (a/b)")
 @click.option("--match/--no-match", "match", default=None,
@@ -265,7 +208,7 @@ def tail(dead_letters: bool, category: str | None, match: bool | None, from_begi
         asyncio.run(run())
 
 
-@main.command()
+@click.command()
 @_comment_options
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=30.0,
               show_default=True, help="seconds to wait for the prediction")
@@ -300,7 +243,7 @@ def ask(sku: str | None, review: str | None, categories: tuple[str, ...], output
     sys.exit(1 if record.topic == settings.dlq_topic else 0)
 
 
-@main.command()
+@click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="directory [default: schemas/ of the repository]")
 @click.option("--check", is_flag=True, help="write nothing; exit 1 when a file is stale")
@@ -321,7 +264,7 @@ def schemas(out_dir: Path | None, check: bool) -> None:
         click.echo(f"wrote {path}")
 
 
-@main.command()
+@click.command()
 @click.option("--db", "db_url", default="sqlite:///var/results.db", show_default=True,
               help="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host/db")
 @click.option("--table", default="sku_matches", show_default=True,
@@ -371,84 +314,3 @@ def sink(db_url: str, table: str, group: str, batch_size: int,
         db.close()
 
 
-def _use_checkout_tools() -> None:
-    """bench/ and reliability/ measure the product and are not shipped in it: they are
-    importable from the source checkout this package is installed from (`pip install -e`)."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "bench" / "__init__.py").is_file():
-        raise click.ClickException(
-            "the benchmark and reliability suites live in the source checkout (bench/, "
-            "reliability/); run them there: make bench / make reliability")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-
-
-@main.command()
-@click.option("--comments", type=click.Path(path_type=Path), default=Path(
-    "../shared/data/comments.jsonl"), show_default=True,
-    help="JSON Lines comments to use (the project's generator when absent)")
-@click.option("--runs", default=3, show_default=True, help="repeats; medians are reported")
-@click.option("--quick", is_flag=True, help="small counts: a smoke test of the suite")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("BENCHMARKS.md"),
-              show_default=True)
-def bench(comments: Path, runs: int, quick: bool, out: Path) -> None:
-    """Run the benchmark suite; write BENCHMARKS.md and bench/results.json."""
-    _use_checkout_tools()
-    from bench.suite import run_all, write_report
-
-    results = run_all(comments=comments, runs=runs, quick=quick,
-                      log=lambda line: click.echo(line, err=True))
-    write_report(results, out, Path("bench/results.json"))
-    click.echo(f"wrote {out} and bench/results.json")
-
-
-@main.command()
-@click.option("--runs", default=3, show_default=True, help="runs per fault (seeds seed, seed+1...)")
-@click.option("--records", default=20_000, show_default=True,
-              help="comments per run (kill9, kill9_twice, sigterm, join_leave, broker_pause)")
-@click.option("--backlog", default=50_000, show_default=True, help="backpressure's backlog")
-@click.option("--slow-records", default=600, show_default=True, help="slow_model's comments")
-@click.option("--slow-delay-s", default=7.0, show_default=True,
-              help="slow_model's seconds per batch (session timeout: 10 s)")
-@click.option("--pause-s", default=30.0, show_default=True, help="broker_pause's freeze")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--fault", "faults", multiple=True, help="only this fault (repeatable)")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path),
-              default=Path("var/models/demo"), show_default=True,
-              help="demo model (built when missing)")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("var/reliability"),
-              show_default=True, help="worker logs, per fault and run")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("RELIABILITY.md"),
-              show_default=True)
-def reliability(runs: int, records: int, backlog: int, slow_records: int, slow_delay_s: float,
-                pause_s: float, seed: int, faults: tuple[str, ...], model_dir: Path,
-                workdir: Path, out: Path) -> None:
-    """Fault-injection suite: real broker and workers, every fault `runs` times; RELIABILITY.md."""
-    import shlex
-
-    _use_checkout_tools()
-    from reliability.suite import SUITE_FAULTS, demo_model_dir, run_suite, suite_cases
-    from reliability.suite import write_report as write_reliability
-
-    unknown = sorted(set(faults) - set(SUITE_FAULTS))
-    if unknown:
-        raise click.BadParameter(f"unknown {unknown}; known: {', '.join(SUITE_FAULTS)}",
-                                 param_hint="--fault")
-    options = {"records": records, "backlog": backlog, "slow_records": slow_records,
-               "slow_delay_s": slow_delay_s}
-    with demo_model_dir(model_dir) as model:
-        results = run_suite(model, runs=runs, seed=seed, faults=faults or SUITE_FAULTS,
-                            workdir=workdir, pause_s=pause_s,
-                            log=lambda line: click.echo(line, err=True), **options)
-    command = "streamapp reliability " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 \
-        else "streamapp reliability"
-    write_reliability(results, out, command=command.strip(),
-                      cases=suite_cases(pause_s=pause_s, **options))
-    failed = [r.summary() for reports in results.values() for r in reports if not r.ok]
-    click.echo(f"wrote {out}" + (f"; {len(failed)} run(s) failed" if failed else ""))
-    if failed:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

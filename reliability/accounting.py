@@ -1,0 +1,267 @@
+"""Fault-injection accounting: read the output topics and the workers' tables, judge a run.
+
+Every source offset of the comment topic must have exactly one output: an id
+(`comments:partition:offset`) with no output is lost, one with several is duplicated.
+
+Beyond the ids, each run checks the per-category tables against an oracle from the topics:
+after the outputs are in, every live worker's `/api/stats/` `categories[name]["seen"]`,
+summed over workers, against the distinct ids per first-level category among the results and
+model-failure dead letters. The tables are at-least-once too: a replayed batch counts again,
+so `table_over_count` (tables minus distinct) is reported and checked against the replayed
+outputs that the topics show (`replayed_outputs`, `table_ok`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamapp.edges.clients import follow, follow_until_complete
+from streamapp.pipeline.stats import CATEGORY, split_key, stats_entries
+from streamapp.processes import WorkerProcess
+from streamapp.records import Reason
+
+COMMENTS, RESULTS, DLQ = "comments", "sku-matches", "comments-dlq"
+APP_ID = "streamapp"
+STATS = f"{APP_ID}-stats"  # per-batch counts per category, which the tally adds to the tables
+# Dead letters the tally counts (the comment was decoded, then the model failed on it); the
+# decode rejections are counted under `dead_letter:<reason>` only, never per category.
+MODEL_FAILURES = frozenset({Reason.MODEL_ERROR, Reason.BAD_MODEL_OUTPUT})
+
+
+@dataclass
+class ReliabilityReport:
+    """What one run saw; `ok` when nothing was lost and no worker crashed on its own."""
+
+    fault: str
+    seed: int
+    records_in: int
+    outputs: int  # messages on the result and dead-letter topics for our ids
+    lost: int  # ids with no output at all
+    duplicated: int  # ids with more than one output
+    dead_lettered: int  # ids whose (first) output is a dead letter
+    # Duplicated ids produced after the fault ended: not in flight during it. A few per
+    # partition come from a restarted worker re-reading what it fetched while Faust's
+    # perform_seek ran (see streamapp.pipeline.offsets); more would point at a new defect.
+    unexplained_duplicates: int
+    recovery_s: float | None  # fault start -> first output after the fault ended
+    fault_at_s: float  # fault start, seconds after the feed started
+    elapsed_s: float
+    replayed_outputs: int = 0  # outputs beyond the first per id (counted ids only, see below)
+    # Tables vs the topics: the live workers' /api/stats categories[*]["seen"], summed, against
+    # the distinct ids per first-level category in the results + model-failure dead letters.
+    table_seen: int | None = None  # None: no worker answered
+    oracle_seen: int = 0  # distinct ids the tally should have counted
+    table_over_count: int | None = None  # table_seen - oracle_seen
+    # The over-count in two parts, both read from topics: the stats topic's own sum (every
+    # count message the inference agent sent) minus the distinct ids = batches replayed after
+    # a crash, which also show as replayed outputs; the tables minus the stats topic's sum =
+    # count messages the tally applied twice (its changelog ran ahead of its committed offset
+    # on the stats topic when the worker died; not visible in the output topics).
+    stats_topic_seen: int | None = None
+    batch_replay_count: int | None = None  # stats_topic_seen - oracle_seen
+    tally_replay_count: int | None = None  # table_seen - stats_topic_seen
+    # Tables lost nothing (>= distinct ids in every category) and the batch-replay part is
+    # within the replayed outputs, in every category.
+    table_ok: bool | None = None
+    table_diff: dict[str, int] = field(default_factory=dict)  # category -> table - oracle, != 0
+    exit_s: float | None = None  # sigterm: SIGTERM -> process exit
+    exit_code: int | None = None
+    rss_ready_mb: float | None = None  # largest worker RSS when it became ready
+    rss_peak_mb: float | None = None  # largest worker RSS seen during the run (every 0.5 s)
+    rejoins: int = 0  # "Joined group" log lines beyond one per worker start
+    join_s: float | None = None  # backpressure: second worker start -> it holds partitions
+    joined_partitions: list[str] = field(default_factory=list)  # ... of the inference topic
+    backlog_at_join: int | None = None  # ids without an output yet when it held them
+    lost_ids: list[str] = field(default_factory=list)  # the first few, sorted
+    duplicated_ids: list[str] = field(default_factory=list)
+    unexpected_ids: list[str] = field(default_factory=list)  # outputs for ids never produced
+    crashed: list[str] = field(default_factory=list)  # workers that exited on their own
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.lost == 0 and not self.unexpected_ids and not self.crashed
+                and self.table_ok is not False)
+
+    def summary(self) -> str:
+        recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
+        return (f"{self.fault} seed={self.seed}: in={self.records_in} out={self.outputs} "
+                f"lost={self.lost} duplicated={self.duplicated} "
+                f"(unexplained {self.unexplained_duplicates}) dead_lettered={self.dead_lettered}"
+                f" fault_at={self.fault_at_s:.1f}s recovery={recovery} "
+                f"table={self.table_seen} oracle={self.oracle_seen} "
+                f"over={self.table_over_count} (batch replays {self.batch_replay_count}, "
+                f"tally replays {self.tally_replay_count}) replayed={self.replayed_outputs} "
+                f"table_ok={self.table_ok} rejoins={self.rejoins} "
+                + (f"exit={self.exit_s:.1f}s code={self.exit_code} " if self.exit_s is not None
+                   else "")
+                + (f"join={self.join_s:.1f}s partitions={self.joined_partitions} "
+                   f"backlog_at_join={self.backlog_at_join} " if self.join_s is not None
+                   else "")
+                + f"rss={self.rss_ready_mb}->{self.rss_peak_mb}MB "
+                f"elapsed={self.elapsed_s:.0f}s" + (f" CRASHED {self.crashed}" if self.crashed
+                                                    else ""))
+
+
+# id -> [(topic, when the worker made it: `predicted_at` / `failed_at` (ms), first-level
+# category the tally counts it under, None for a dead letter it does not count)]
+Outputs = dict[str, list[tuple[str, int, str | None]]]
+
+
+async def collect_outputs(broker: str, expected: set[str], timeout: float,
+                          settle: float = 3.0) -> Outputs:
+    """Read the result and dead-letter topics until every expected id has an output (then
+    `settle` more seconds, to catch late duplicates) or `timeout` passes."""
+    seen: Outputs = defaultdict(list)
+    async for record in follow_until_complete(broker, [RESULTS, DLQ], expected,
+                                              timeout=timeout, settle=settle):
+        key = record.key.decode() if record.key else ""
+        value = orjson.loads(record.value)
+        if record.topic == RESULTS:
+            made, category = value["timing"]["predicted_at"], _first_category(value)
+        else:
+            made, category = value["failed_at"], _dead_letter_category(value)
+        seen[key].append((record.topic, int(made), category))
+    return seen
+
+
+def _first_category(result: dict[str, Any]) -> str:
+    """The tally's key for a result: Comment.first_category (categories[0] is
+    categoryFirstName whenever that is set: the path keeps the levels up to the last set one)."""
+    categories = result.get("categories") or []
+    return categories[0] if categories and categories[0] else "(none)"
+
+
+def _dead_letter_category(letter: dict[str, Any]) -> str | None:
+    """A model failure carries the decoded comment (JSON) and is counted by the tally; a
+    decode rejection is not."""
+    if letter.get("reason") not in MODEL_FAILURES or letter.get("value_base64"):
+        return None
+    try:
+        comment = orjson.loads(letter.get("value") or "")
+    except orjson.JSONDecodeError:
+        return None
+    return (comment.get("categoryFirstName") or "(none)") if isinstance(comment, dict) else None
+
+
+def account(fault: str, seed: int, ids: dict[str, float], outputs: Outputs, *,
+            fault_started: float | None, fault_ended: float | None, feed_started: float,
+            elapsed_s: float, logs: list[str], crashed: list[str],
+            sample: int = 20) -> ReliabilityReport:
+    """The report, from the produced ids and what the output topics hold."""
+    expected = set(ids)
+    lost = sorted(expected - outputs.keys())
+    dups = sorted(i for i in expected if len(outputs.get(i, ())) > 1)
+    unexplained = [i for i in dups if ids[i] > (fault_ended or float("inf"))]
+    recovery = None
+    if fault_started is not None and fault_ended is not None:
+        after = [ts for outs in outputs.values() for _, ts, _ in outs if ts >= fault_ended * 1000]
+        if after:
+            recovery = round(min(after) / 1000 - fault_started, 3)
+    return ReliabilityReport(
+        fault=fault, seed=seed, records_in=len(ids),
+        outputs=sum(len(outputs.get(i, ())) for i in expected), lost=len(lost),
+        duplicated=len(dups),
+        dead_lettered=sum(1 for i in expected if outputs.get(i) and outputs[i][0][0] == DLQ),
+        unexplained_duplicates=len(unexplained), recovery_s=recovery,
+        fault_at_s=round((fault_started or feed_started) - feed_started, 3),
+        elapsed_s=round(elapsed_s, 1), lost_ids=lost[:sample], duplicated_ids=dups[:sample],
+        unexpected_ids=sorted(outputs.keys() - expected)[:sample], crashed=crashed, logs=logs)
+
+
+def oracle_counts(ids: set[str], outputs: Outputs) -> tuple[Counter[str], Counter[str]]:
+    """From the topics: distinct ids per first-level category that the tally counts (results
+    and model-failure dead letters), and the outputs beyond the first of each such id (a
+    replayed batch's, which the at-least-once tables count again)."""
+    distinct: Counter[str] = Counter()
+    replayed: Counter[str] = Counter()
+    for record_id in ids:
+        counted = [category for _, _, category in outputs.get(record_id, ()) if category]
+        if counted:
+            distinct[counted[0]] += 1
+            replayed[counted[0]] += len(counted) - 1
+    return distinct, replayed
+
+
+def table_counts(workers: list[WorkerProcess], at_least: int,
+                 timeout: float = 30.0) -> Counter[str] | None:
+    """`categories[name]["seen"]` of every worker's /api/stats/, summed; polled until the total
+    reaches `at_least` and holds still for a second (the tally trails the results), or
+    `timeout`. None when no worker answers."""
+    deadline = time.monotonic() + timeout
+    last: Counter[str] | None = None
+    while True:
+        counts: Counter[str] = Counter()
+        answered = 0
+        for worker in workers:
+            try:
+                stats = worker.stats()
+            except (OSError, ValueError):
+                continue
+            answered += 1
+            for name, entry in stats.get("categories", {}).items():
+                counts[name] += int(entry.get("seen", 0))
+        current = counts if answered else None
+        total = sum(counts.values())
+        if current is not None and current == last and total >= at_least:
+            return current
+        if time.monotonic() > deadline:
+            return current
+        last = current
+        time.sleep(1.0)
+
+
+async def stats_topic_counts(broker: str, idle_timeout: float = 2.0) -> Counter[str]:
+    """First-level category -> sum of the `seen` counts on the stats topic: what the tables
+    would hold had the tally applied every count message exactly once."""
+    counts: Counter[str] = Counter()
+    async for record in follow(broker, [STATS], idle_timeout=idle_timeout):
+        for key, entry in stats_entries(record.key, record.value).items():
+            kind, name = split_key(key)
+            if kind == CATEGORY:
+                counts[name] += int(entry.get("seen", 0))
+    return counts
+
+
+def check_tables(report: ReliabilityReport, table: Counter[str] | None,
+                 distinct: Counter[str], replayed: Counter[str],
+                 stats: Counter[str] | None = None) -> ReliabilityReport:
+    """Fill the table fields. Ok when no category's table count is below its distinct ids and
+    (given the stats topic) the stats topic's excess over them is within the replayed outputs."""
+    report.oracle_seen = sum(distinct.values())
+    report.replayed_outputs = sum(replayed.values())
+    if stats is not None:
+        report.stats_topic_seen = sum(stats.values())
+        report.batch_replay_count = report.stats_topic_seen - report.oracle_seen
+    if table is None:
+        return report
+    report.table_seen = sum(table.values())
+    report.table_over_count = report.table_seen - report.oracle_seen
+    if report.stats_topic_seen is not None:
+        report.tally_replay_count = report.table_seen - report.stats_topic_seen
+    names = sorted(set(table) | set(distinct))
+    diff = {name: table[name] - distinct[name] for name in names}
+    report.table_diff = {name: d for name, d in diff.items() if d}
+    ok = all(d >= 0 for d in diff.values())
+    if stats is not None:
+        ok = ok and all(0 <= stats[n] - distinct[n] <= replayed[n] for n in names)
+    report.table_ok = ok
+    return report
+
+
+def count_rejoins(logs: list[Path], starts: int) -> int:
+    """'Joined group' lines in the worker logs beyond one per worker start: rebalances that
+    took a member out of the group and back (a session expiry, a kick-out)."""
+    joins = 0
+    for log in logs:
+        with contextlib.suppress(OSError):
+            joins += len(re.findall(r"Joined group '", log.read_text(errors="replace")))
+    return max(joins - starts, 0)

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 
+from streamapp.connect import bootstrap_servers
 from streamapp.records import InputFormat
 
 
@@ -30,12 +31,6 @@ def connection(broker: str) -> dict[str, Any]:
 
     return {"bootstrap_servers": bootstrap_servers(broker),
             **aiokafka_security(Settings.from_env())}
-
-
-def bootstrap_servers(broker: str) -> str:
-    """`kafka://h1:9092,h2:9092` (STREAMAPP_BROKER's form) to aiokafka's `h1:9092,h2:9092`."""
-    hosts = [h.strip().split("://", 1)[-1] for h in broker.split(",") if h.strip()]
-    return ",".join(hosts)
 
 
 @contextlib.asynccontextmanager

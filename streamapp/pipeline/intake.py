@@ -134,7 +134,7 @@ class BatchIntake(Service):
         return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        from streamapp.edges.clients import bootstrap_servers
+        from streamapp.connect import bootstrap_servers
         from streamapp.security import aiokafka_security
 
         settings = self.app.settings

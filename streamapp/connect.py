@@ -8,7 +8,9 @@ lines) name neither the setting nor what to do; these say both, in one line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -31,10 +33,29 @@ def bootstrap_servers(broker: str) -> str:
 def unreachable(broker: str, exc: BaseException) -> str:
     """The one line that says which setting points where, and what went wrong."""
     reason = str(exc) or type(exc).__name__
-    if isinstance(exc, KafkaConnectionError) and reason.startswith("Unable to bootstrap"):
-        reason = "nothing answers there (connection refused or no route)"
+    if "Unable to bootstrap" in reason:
+        reason = "no broker answers there (connection refused, or no route to it)"
     return (f"cannot reach the Kafka broker at {bootstrap_servers(broker)} "
             f"(STREAMAPP_BROKER={broker}): {reason}")
+
+
+class _BootstrapNoise(logging.Filter):
+    """Drops aiokafka's per-host 'Unable connect to "host:port"' error at bootstrap: the
+    caller reports a failed bootstrap itself, in one line that names the setting."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect to \"")
+
+
+@contextlib.contextmanager
+def quiet_bootstrap() -> Iterator[None]:
+    noise = _BootstrapNoise()
+    logger = logging.getLogger("aiokafka")  # aiokafka.client logs as "aiokafka"
+    logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        logger.removeFilter(noise)
 
 
 async def probe(settings: Settings, timeout_ms: int = PROBE_TIMEOUT_MS) -> None:
@@ -60,7 +81,8 @@ async def wait_for_broker(settings: Settings, log: logging.Logger,
     while True:
         attempt += 1
         try:
-            await probe(settings)
+            with quiet_bootstrap():
+                await probe(settings)
         except (KafkaError, OSError) as exc:
             log.error("%s; retrying in %g s (attempt %d)", unreachable(settings.broker, exc),
                       interval_s, attempt)

@@ -20,10 +20,12 @@ class _Commands(click.Group):
     line naming STREAMAPP_BROKER and its address, exit status 69, no traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
+        from streamapp.connect import is_unreachable, quiet_bootstrap, unreachable
+
         try:
-            return super().invoke(ctx)
+            with quiet_bootstrap():
+                return super().invoke(ctx)
         except Exception as exc:
-            from streamapp.connect import is_unreachable, unreachable
             from streamapp.settings import Settings
 
             if not is_unreachable(exc):

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 def _load(app: StreamApp) -> tuple[ModelManager, LoadedModel]:
     """Blocking: build the demo model when it is missing, initialize the handler once."""
-    from streamapp.serving.manager import ModelManager
-
     from transformers.utils import logging as transformers_logging
+
+    from streamapp.serving.manager import ModelManager
 
     # Its progress bars reach the worker's log as WARNING lines ("Loading weights: 100%").
     transformers_logging.disable_progress_bar()
@@ -56,7 +56,6 @@ async def prepare_worker(app: StreamApp) -> None:
     try:
         manager, loaded = await asyncio.get_running_loop().run_in_executor(None, _load, app)
     except (ModelLoadError, HandlerError) as exc:
-        print(f"streamapp: cannot start: {exc}", flush=True)
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     app.models = manager

@@ -25,17 +25,11 @@ from streamapp.records import InputFormat
 def connection(broker: str) -> dict[str, Any]:
     """aiokafka's connection arguments: the bootstrap servers, plus the TLS/SASL settings of
     the environment (STREAMAPP_SECURITY_PROTOCOL, ...), the same the worker uses."""
-    from streamapp.security import aiokafka_security
+    from streamapp.security import aiokafka_security, bootstrap_servers
     from streamapp.settings import Settings
 
     return {"bootstrap_servers": bootstrap_servers(broker),
             **aiokafka_security(Settings.from_env())}
-
-
-def bootstrap_servers(broker: str) -> str:
-    """`kafka://h1:9092,h2:9092` (STREAMAPP_BROKER's form) to aiokafka's `h1:9092,h2:9092`."""
-    hosts = [h.strip().split("://", 1)[-1] for h in broker.split(",") if h.strip()]
-    return ",".join(hosts)
 
 
 @contextlib.asynccontextmanager

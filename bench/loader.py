@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.orc as pa_orc
 import pyarrow.parquet as pq
 
 from streamapp.demo.synthetic import generate_comments
@@ -54,19 +55,22 @@ def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def write_export(path: Path, rows: Iterable[dict[str, Any]],
-                 schema: pa.Schema | None = None) -> Path:
-    """Write rows as Parquet, CSV or JSON Lines, by the extension (`.gz` compresses text).
+def write_export(path: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema | None = None,
+                 *, orc_stripe_bytes: int = 64 << 20) -> Path:
+    """Write rows as Parquet, ORC, CSV or JSON Lines, by the extension (`.gz` compresses text).
+    ORC stripes are Hive's default 64 MB unless `orc_stripe_bytes` says otherwise.
 
     Streams in batches, so a file of millions of rows costs no more memory than a few thousand.
     """
     name = path.name.removesuffix(".gz")
-    if name.endswith(".parquet"):
-        writer: pq.ParquetWriter | None = None
+    if name.endswith((".parquet", ".orc")):
+        writer: pq.ParquetWriter | pa_orc.ORCWriter | None = None
         for batch in _batches(rows):
             table = pa.Table.from_pylist(batch, schema=schema)
-            writer = writer or pq.ParquetWriter(path, table.schema)
-            writer.write_table(table)
+            if writer is None:
+                writer = (pq.ParquetWriter(path, table.schema) if name.endswith(".parquet")
+                          else pa_orc.ORCWriter(path, stripe_size=orc_stripe_bytes))
+            writer.write(table)
         if writer is None:
             raise ValueError("no rows to write")
         writer.close()
@@ -84,7 +88,7 @@ def write_export(path: Path, rows: Iterable[dict[str, Any]],
             for row in rows:
                 fh.write(orjson.dumps(row) + b"\n")
         else:
-            raise ValueError(f"{path}: expected .parquet, .csv or .jsonl (optionally .gz)")
+            raise ValueError(f"{path}: expected .parquet, .orc, .csv or .jsonl (optionally .gz)")
     return path
 
 
@@ -133,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--format", default="parquet",
-                        choices=["parquet", "csv", "jsonl", "csv.gz", "jsonl.gz"])
+                        choices=["parquet", "orc", "csv", "jsonl", "csv.gz", "jsonl.gz"])
     parser.add_argument("--output-format", default="json", choices=["json", "delimited"])
     parser.add_argument("--broker", help="a running broker (default: start an embedded one)")
     args = parser.parse_args()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -168,25 +168,32 @@ def _read_parquet(path: Path, options: LoadOptions,
                   partitions: Mapping[str, str]) -> Iterator[list[RawRow]]:
     source = pq.ParquetFile(path)
     columns = _check_columns(path, source.schema_arrow.names, options, partitions)
-    number = 0
-    for batch in source.iter_batches(batch_size=options.batch_rows, columns=columns):
-        yield [(number + i, row) for i, row in enumerate(_batch_rows(batch), start=1)]
-        number += batch.num_rows
+    yield from _numbered(source.iter_batches(batch_size=options.batch_rows, columns=columns),
+                         options.batch_rows)
 
 
 def _read_orc(path: Path, options: LoadOptions,
               partitions: Mapping[str, str]) -> Iterator[list[RawRow]]:
-    # The dataset scanner reads an ORC file a stripe at a time and cuts the stripes into
-    # batches (pyarrow.orc.ORCFile reads a whole stripe or file at once); one thread keeps
-    # at most one stripe in memory.
+    # The dataset scanner reads a stripe at a time and cuts it into batches (ORCFile.read
+    # would read the whole file); its batches end at stripe ends, so _numbered evens them.
     columns = _check_columns(path, pa_orc.ORCFile(path).schema.names, options, partitions)
     scanner = pa_ds.dataset(path, format="orc").scanner(
-        columns=columns, batch_size=options.batch_rows, use_threads=False)
+        columns=columns, batch_size=options.batch_rows, use_threads=False, batch_readahead=2)
+    yield from _numbered(scanner.to_batches(), options.batch_rows)
+
+
+def _numbered(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[list[RawRow]]:
+    """Numbered rows, `size` at a time (the last fewer), whatever sizes the batches have."""
+    pending: list[dict[str, Any]] = []
     number = 0
-    for batch in scanner.to_batches():
-        if batch.num_rows:
-            yield [(number + i, row) for i, row in enumerate(_batch_rows(batch), start=1)]
-            number += batch.num_rows
+    for batch in batches:
+        pending += _batch_rows(batch)
+        while len(pending) >= size:
+            yield [(number + i, row) for i, row in enumerate(pending[:size], start=1)]
+            number += size
+            del pending[:size]
+    if pending:
+        yield [(number + i, row) for i, row in enumerate(pending, start=1)]
 
 
 def _batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:

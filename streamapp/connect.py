@@ -15,19 +15,13 @@ from collections.abc import Iterator
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from streamapp.security import aiokafka_security
+from streamapp.security import aiokafka_security, bootstrap_servers
 from streamapp.settings import Settings
 
 # The worker's first look at the broker: a refused port answers at once; a host that drops
 # packets must not keep the operator waiting for aiokafka's 40 s default.
 PROBE_TIMEOUT_MS = 5000
 RETRY_INTERVAL_S = 2.0
-
-
-def bootstrap_servers(broker: str) -> str:
-    """`kafka://h1:9092,h2:9092` (STREAMAPP_BROKER's form) to aiokafka's `h1:9092,h2:9092`."""
-    hosts = [h.strip().split("://", 1)[-1] for h in broker.split(",") if h.strip()]
-    return ",".join(hosts)
 
 
 def unreachable(broker: str, exc: BaseException) -> str:

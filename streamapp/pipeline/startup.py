@@ -13,7 +13,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from streamapp.connect import bootstrap_servers, wait_for_broker
+from streamapp.connect import wait_for_broker
+from streamapp.security import bootstrap_servers
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp

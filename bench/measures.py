@@ -253,28 +253,30 @@ def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
     }
 
 
+async def feed_at_rate(broker: str, values: Sequence[bytes], rate: float,
+                       tick: float = 0.05) -> None:
+    """Produce `values` to the comment topic at a steady `rate` per second."""
+    per_tick = max(rate * tick, 1.0)
+    async with open_producer(broker) as producer:
+        sent = 0
+        started = time.monotonic()
+        while sent < len(values):
+            target = min(len(values), int((time.monotonic() - started) / tick * per_tick) + 1)
+            if target > sent:
+                await send_all(producer, "comments", values[sent:target])
+                sent = target
+            await asyncio.sleep(tick / 2)
+
+
 def latency_at_rate(model_dir: Path, rows: Sequence[dict[str, Any]], rate: float,
                     seconds: float, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Comments at a steady `rate` per second: end-to-end latency percentiles (ms)."""
     count = max(int(rate * seconds), 10)
     values = comment_values([rows[i % len(rows)] for i in range(count)])
-    tick = 0.05
-    per_tick = max(rate * tick, 1.0)
-
-    async def feed(broker: str) -> None:
-        async with open_producer(broker) as producer:
-            sent = 0.0
-            started = time.monotonic()
-            while int(sent) < count:
-                target = min(count, int((time.monotonic() - started) / tick * per_tick) + 1)
-                if target > int(sent):
-                    await send_all(producer, "comments", values[int(sent):target])
-                    sent = target
-                await asyncio.sleep(tick / 2)
 
     async def run(broker: str) -> list[float]:
         reader = asyncio.create_task(_results(broker, count, seconds * 4 + 60))
-        await feed(broker)
+        await feed_at_rate(broker, values, rate)
         latencies, _ = await reader
         return latencies
 

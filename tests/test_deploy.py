@@ -61,8 +61,24 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def settings() -> Settings:
-    return Settings.from_env(worker_env())
+def secret_mounts() -> list[str]:
+    pod = the("StatefulSet")["spec"]["template"]["spec"]
+    secrets = {v["name"] for v in pod["volumes"] if "secret" in v}
+    return [m["mountPath"] for m in container()["volumeMounts"] if m["name"] in secrets]
+
+
+def settings(tmp_path: Path) -> Settings:
+    """The pod's settings as the worker reads them. The worker checks that the files a secret
+    volume provides exist: they are made under `tmp_path`, and their variables point there."""
+    env = worker_env()
+    for name, value in env.items():
+        path = Path(value)
+        if any(path.is_relative_to(mount) for mount in secret_mounts()):
+            local = tmp_path / path.relative_to("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(SECRET_VALUE)
+            env[name] = str(local)
+    return Settings.from_env(env)
 
 
 def mount_of(path: Path) -> Manifest:
@@ -77,19 +93,19 @@ def volume(name: str) -> Manifest:
     return dict(found)
 
 
-def test_worker_environment_is_valid_streamapp_settings() -> None:
+def test_worker_environment_is_valid_streamapp_settings(tmp_path: Path) -> None:
     env = worker_env()
     assert all(name.startswith(ENV_PREFIX) for name in env)
     known = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
     assert set(env) <= known, set(env) - known
-    read = settings()  # raises on unknown names or bad values
+    read = settings(tmp_path)  # raises on unknown names or bad values
     assert read.web_bind == "0.0.0.0"  # reachable by the probes and Prometheus
     assert read.device == "cuda"
     assert read.intake == "batch" and not read.fanout  # the GPU path, as docker-compose.yml
 
 
-def test_probes_and_ports_match_the_web_view() -> None:
-    read = settings()
+def test_probes_and_ports_match_the_web_view(tmp_path: Path) -> None:
+    read = settings(tmp_path)
     worker = container()
     [port] = worker["ports"]
     assert port["containerPort"] == read.web_port
@@ -106,10 +122,10 @@ def test_probes_and_ports_match_the_web_view() -> None:
     assert service_port["targetPort"] in (port["name"], read.web_port)
 
 
-def test_one_pod_per_worker_with_its_own_state_a_gpu_and_the_model() -> None:
+def test_one_pod_per_worker_with_its_own_state_a_gpu_and_the_model(tmp_path: Path) -> None:
     statefulset = the("StatefulSet")
     assert statefulset["spec"]["serviceName"] == the("Service")["metadata"]["name"]
-    read = settings()
+    read = settings(tmp_path)
     state = mount_of(read.datadir)
     claims = [c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]]
     assert state["name"] in claims  # a volume per pod, never shared
@@ -122,14 +138,15 @@ def test_one_pod_per_worker_with_its_own_state_a_gpu_and_the_model() -> None:
     assert ("PersistentVolumeClaim", claim) in manifests()
 
 
-def test_sasl_and_tls_come_from_the_secret() -> None:
-    read = settings()
+def test_sasl_and_tls_come_from_the_secret(tmp_path: Path) -> None:
+    read = settings(tmp_path)
     assert read.security_protocol == "SASL_SSL"
     assert read.sasl_password is None  # never in the manifests
     username = [e for e in container()["env"] if e["name"] == "STREAMAPP_SASL_USERNAME"]
     secret_name = username[0]["valueFrom"]["secretKeyRef"]["name"]
-    for path in (read.sasl_password_file, read.ssl_cafile):
-        assert path is not None
+    env = worker_env()
+    for name in ("STREAMAPP_SASL_PASSWORD_FILE", "STREAMAPP_SSL_CAFILE"):
+        path = Path(env[name])
         mount = mount_of(path)
         secret = volume(mount["name"])["secret"]
         assert secret["secretName"] == secret_name and mount["readOnly"]
@@ -137,8 +154,8 @@ def test_sasl_and_tls_come_from_the_secret() -> None:
         assert relative in {item["path"] for item in secret["items"]}
 
 
-def test_keda_scales_the_workers_on_the_lag_of_the_group_that_works() -> None:
-    read = settings()
+def test_keda_scales_the_workers_on_the_lag_of_the_group_that_works(tmp_path: Path) -> None:
+    read = settings(tmp_path)
     scaled = the("ScaledObject")["spec"]
     target = scaled["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("StatefulSet",
@@ -159,7 +176,7 @@ def test_keda_scales_the_workers_on_the_lag_of_the_group_that_works() -> None:
     auth = the("TriggerAuthentication")
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     keys = {(ref["parameter"], ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
-    secret = volume(mount_of(read.ssl_cafile or Path("/"))["name"])["secret"]
+    secret = volume(mount_of(Path(worker_env()["STREAMAPP_SSL_CAFILE"]))["name"])["secret"]
     items = {item["key"] for item in secret["items"]}
     assert {"username", "password", "ca"} == {parameter for parameter, _, _ in keys}
     assert all(name == secret["secretName"] for _, name, _ in keys)
@@ -177,8 +194,9 @@ def dashboard_metrics() -> set[str]:
 
 
 def test_every_metric_the_dashboard_queries_is_exposed(broker: EmbeddedBroker,
-                                                      start_worker: StartWorker) -> None:
-    read = settings()
+                                                      start_worker: StartWorker,
+                                                      tmp_path: Path) -> None:
+    read = settings(tmp_path)
     worker = start_worker(intake=read.intake, fanout=str(read.fanout).lower(),
                           ready_topic=read.comments_topic)
     rows = demo_rows(40, seed=3)

@@ -253,19 +253,21 @@ def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
     }
 
 
-async def feed_at_rate(broker: str, values: Sequence[bytes], rate: float,
-                       tick: float = 0.05) -> None:
-    """Produce `values` to the comment topic at a steady `rate` per second."""
+async def feed_at_rate(broker: str, values: Sequence[bytes], rate: float, tick: float = 0.05,
+                       stop: Callable[[], bool] | None = None) -> int:
+    """Produce `values` to the comment topic at a steady `rate` per second, until all are sent
+    or `stop()` says so; how many were sent."""
     per_tick = max(rate * tick, 1.0)
     async with open_producer(broker) as producer:
         sent = 0
         started = time.monotonic()
-        while sent < len(values):
+        while sent < len(values) and not (stop is not None and stop()):
             target = min(len(values), int((time.monotonic() - started) / tick * per_tick) + 1)
             if target > sent:
                 await send_all(producer, "comments", values[sent:target])
                 sent = target
             await asyncio.sleep(tick / 2)
+    return sent
 
 
 def latency_at_rate(model_dir: Path, rows: Sequence[dict[str, Any]], rate: float,

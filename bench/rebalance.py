@@ -3,7 +3,7 @@
     python -m bench.rebalance --model var/models/demo --runs 3
 
 One broker, one worker holding every partition, comments fed at a steady rate; at `join_at_s`
-a second worker starts. Per run, from the two workers' `/readyz` and `/api/stats` (polled every
+a second worker starts, and the feed goes on until both have produced results for `after_s`. Per run, from the two workers' `/readyz` and `/api/stats` (polled every
 0.1 s) and the results topic (a result's timestamp is when its worker produced it):
 
 - `start_s`: the second process starting -> its `/readyz` answering 200 (imports, model load,
@@ -76,9 +76,10 @@ def _longest_gap(stamps: Sequence[float], lo: float, hi: float) -> float:
 
 
 def measure(model_dir: Path, rows: Sequence[dict[str, Any]], *, rate: float = 200.0,
-            seconds: float = 40.0, join_at_s: float = 8.0,
+            join_at_s: float = 8.0, after_s: float = 10.0, timeout: float = 240.0,
             settings: dict[str, str] | None = None) -> dict[str, float]:
-    values = comment_values([rows[i % len(rows)] for i in range(int(rate * seconds))])
+    """The feed goes on until both workers have produced for `after_s` (at most `timeout`)."""
+    values = comment_values([rows[i % len(rows)] for i in range(int(rate * timeout))])
     stamps: list[float] = []
     with running_pipeline(model_dir, settings) as pipe:
         env = {**{k.removeprefix("STREAMAPP_").lower(): v for k, v in pipe.worker.env.items()
@@ -94,13 +95,18 @@ def measure(model_dir: Path, rows: Sequence[dict[str, Any]], *, rate: float = 20
 
         def join() -> None:
             time.sleep(join_at_s)
-            moments.update(_watch_join(pipe.worker, second, timeout=seconds * 3))
+            try:
+                moments.update(_watch_join(pipe.worker, second, timeout=timeout))
+            finally:
+                moments.setdefault("both", 0.0)  # the feed stops either way
+
+        def enough() -> bool:
+            return "both" in moments and time.time() > moments["both"] + after_s
 
         async def run() -> None:
-            reader = asyncio.create_task(
-                _results(pipe.broker.url, len(values), seconds * 4 + 60, stamp))
-            await feed_at_rate(pipe.broker.url, values, rate)
-            await reader
+            sent = await feed_at_rate(pipe.broker.url, values, rate, stop=enough)
+            # results carry the time they were produced: reading them afterwards is the same
+            await _results(pipe.broker.url, sent, timeout, stamp)
 
         joiner = threading.Thread(target=join)
         joiner.start()

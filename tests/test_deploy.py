@@ -172,7 +172,7 @@ def test_keda_scales_the_workers_on_the_lag_of_the_group_that_works(tmp_path: Pa
         url.split("://", 1)[-1] for url in read.broker_urls]
     assert meta["offsetResetPolicy"] == "earliest"  # as the workers' consumers
     assert meta["sasl"] == KEDA_SASL[read.sasl_mechanism]
-    assert meta["tls"] == "enable"
+    assert meta["tls"] == ("enable" if read.security_protocol.endswith("SSL") else "disable")
     auth = the("TriggerAuthentication")
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     keys = {(ref["parameter"], ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
@@ -181,6 +181,9 @@ def test_keda_scales_the_workers_on_the_lag_of_the_group_that_works(tmp_path: Pa
     assert {"username", "password", "ca"} == {parameter for parameter, _, _ in keys}
     assert all(name == secret["secretName"] for _, name, _ in keys)
     assert {key for p, _, key in keys if p != "username"} <= items
+    [username] = [e["valueFrom"]["secretKeyRef"] for e in container()["env"]
+                  if e["name"] == "STREAMAPP_SASL_USERNAME"]
+    assert ("username", username["name"], username["key"]) in keys  # the pod's user
 
 
 def dashboard_metrics() -> set[str]:

@@ -3,8 +3,9 @@
     python -m bench.rebalance --model var/models/demo --runs 3
 
 One broker, one worker holding every partition, comments fed at a steady rate; at `join_at_s`
-a second worker starts, and the feed goes on until both have produced results for `after_s`. Per run, from the two workers' `/readyz` and `/api/stats` (polled every
-0.1 s) and the results topic (a result's timestamp is when its worker produced it):
+a second worker starts, and the feed goes on until both have produced results for `after_s`.
+Per run, from the two workers' `/readyz` and `/api/stats` (polled every 0.1 s) and the results
+topic (a result's timestamp is when its worker produced it):
 
 - `start_s`: the second process starting -> its `/readyz` answering 200 (imports, model load,
   consumer and producer up): the pod's start, before it takes part in the group;

@@ -192,7 +192,7 @@ def _rss_mb(worker: WorkerProcess) -> float:
     return round(psutil.Process(worker.proc.pid).memory_info().rss / 2**20, 1)
 
 
-async def _results(broker: str, expected: int, timeout: float,
+async def read_results(broker: str, expected: int, timeout: float,
                    on_value: Callable[[dict[str, Any]], None] | None = None,
                    ) -> tuple[list[float], float]:
     """Read results until `expected` distinct ids: (end-to-end latencies ms, last arrival)."""
@@ -237,7 +237,7 @@ def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
 
         started = time.time()
         asyncio.run(produce(pipe.broker.url, "comments", values))
-        _, last = asyncio.run(_results(pipe.broker.url, len(values), timeout, sample))
+        _, last = asyncio.run(read_results(pipe.broker.url, len(values), timeout, sample))
         stats = pipe.worker.stats()
         loaded_rss = _rss_mb(pipe.worker) if sample_rss else None
     seconds = last - started
@@ -278,7 +278,7 @@ def latency_at_rate(model_dir: Path, rows: Sequence[dict[str, Any]], rate: float
     values = comment_values([rows[i % len(rows)] for i in range(count)])
 
     async def run(broker: str) -> list[float]:
-        reader = asyncio.create_task(_results(broker, count, seconds * 4 + 60))
+        reader = asyncio.create_task(read_results(broker, count, seconds * 4 + 60))
         await feed_at_rate(broker, values, rate)
         latencies, _ = await reader
         return latencies
@@ -325,7 +325,7 @@ def pipeline_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]],
             if timing:
                 first_ms[0] = min(first_ms[0], timing["batch_started_at"])
 
-        _, last = await _results(broker, len(values), timeout, on_value=on_result)
+        _, last = await read_results(broker, len(values), timeout, on_value=on_result)
         return len(values) / (last - first_ms[0] / 1000.0)
 
     with running_pipeline(model_dir, settings, preload=values) as pipe:

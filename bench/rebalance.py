@@ -29,7 +29,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.measures import _results, comment_values, feed_at_rate, load_comments, running_pipeline
+from bench.measures import (
+    comment_values,
+    feed_at_rate,
+    load_comments,
+    read_results,
+    running_pipeline,
+)
 from streamapp.broker import free_port
 from streamapp.processes import WorkerProcess
 
@@ -107,7 +113,7 @@ def measure(model_dir: Path, rows: Sequence[dict[str, Any]], *, rate: float = 20
         async def run() -> None:
             sent = await feed_at_rate(pipe.broker.url, values, rate, stop=enough)
             # results carry the time they were produced: reading them afterwards is the same
-            await _results(pipe.broker.url, sent, timeout, stamp)
+            await read_results(pipe.broker.url, sent, timeout, stamp)
 
         joiner = threading.Thread(target=join)
         joiner.start()

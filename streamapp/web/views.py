@@ -4,7 +4,8 @@
 - `/api/stats`: this worker's numbers: the per-category counts its tables hold, its batches
   (streamapp.pipeline.stats.WorkerStats, fed by the BatchReports), its consumer lag, its model;
 - `/api/cluster`: every worker's `/api/stats` added up (same keys, plus `workers`);
-- `/metrics`: Prometheus text (streamapp.web.metrics).
+- `/metrics`: Prometheus text (streamapp.web.metrics);
+- `/healthz`, `/readyz`: probes for an orchestrator (streamapp.web.health).
 
 Table keys are partitioned: each worker's tables hold the keys of the stats partitions assigned
 to it, so the cluster's counts are the sum over the workers and count each comment once. The
@@ -37,7 +38,7 @@ from streamapp.pipeline.stats import (
     merge_snapshots,
     split_key,
 )
-from streamapp.web import metrics
+from streamapp.web import health, metrics
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -361,4 +362,5 @@ def register(app: StreamApp) -> None:
                        ("/dashboard", DashboardView), ("/dashboard/", DashboardView),
                        ("/dashboard/{name}", DashboardView)):
         app.page(path, name=f"streamapp{path}")(view)
-    metrics.register(app)
+    metrics.register(app, lag)
+    health.register(app)

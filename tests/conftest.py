@@ -110,6 +110,16 @@ def demo_rows(count: int, seed: int) -> list[dict[str, object]]:
     return rows
 
 
+def comma_rows(count: int, seed: int) -> list[dict[str, object]]:
+    """Demo rows whose reviews use ASCII commas between clauses, as many real ones do: the
+    separator of the job's delimited records, which it does not quote."""
+    rows = [r for r in demo_rows(2 * count, seed) if "，" in str(r["reviewBody"])][:count]
+    for row in rows:
+        row["reviewBody"] = str(row["reviewBody"]).replace("，", ",")
+    assert len(rows) == count
+    return rows
+
+
 def send(broker: EmbeddedBroker, values: list[bytes], topic: str = "comments") -> list[str]:
     """Produce values, return their comment ids (topic:partition:offset) in order."""
     metadata = asyncio.run(produce(broker.url, topic, values))

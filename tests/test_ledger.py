@@ -65,6 +65,8 @@ def batch_of(lane: str, offsets: list[int], category_of: dict[int, str]) -> Batc
                   matched=offset % 3 == 0 and offset % 5 != 0, source=(lane, offset))
         if offset % 5 == 0:
             tally.add_dead_letter("model_error", (lane, offset))
+        if offset % 7 == 0:
+            tally.add_recovered("separator_in_review", (lane, offset))
     return tally
 
 
@@ -75,6 +77,8 @@ def expected_seen(offsets: range, category_of: dict[int, str]) -> dict[str, int]
         seen[f"path:{category_of[offset]}/x"] += 1
         if offset % 5 == 0:
             seen["dead_letter:model_error"] += 1
+        if offset % 7 == 0:
+            seen["recovered:separator_in_review"] += 1
     return dict(seen)
 
 

@@ -25,17 +25,11 @@ from streamapp.records import InputFormat
 def connection(broker: str) -> dict[str, Any]:
     """aiokafka's connection arguments: the bootstrap servers, plus the TLS/SASL settings of
     the environment (STREAMAPP_SECURITY_PROTOCOL, ...), the same the worker uses."""
-    from streamapp.security import aiokafka_security
+    from streamapp.security import aiokafka_security, bootstrap_servers
     from streamapp.settings import Settings
 
     return {"bootstrap_servers": bootstrap_servers(broker),
             **aiokafka_security(Settings.from_env())}
-
-
-def bootstrap_servers(broker: str) -> str:
-    """`kafka://h1:9092,h2:9092` (STREAMAPP_BROKER's form) to aiokafka's `h1:9092,h2:9092`."""
-    hosts = [h.strip().split("://", 1)[-1] for h in broker.split(",") if h.strip()]
-    return ",".join(hosts)
 
 
 @contextlib.asynccontextmanager
@@ -163,7 +157,13 @@ def comment_value(*, sku: str | None = None, review: str | None = None,
     delimited, as it would sit on the topic). Checked with the worker's own decoder and its
     settings (`input_format`, `separator`) unless `check` is off (to send a broken record on
     purpose); raises RejectedRecord."""
-    from streamapp.records import CATEGORY_FIELDS, DATA_TYPE, decode_comment, encode_delimited
+    from streamapp.records import (
+        CATEGORY_FIELDS,
+        DATA_TYPE,
+        decode_comment,
+        encode_delimited,
+        separator_in_review,
+    )
 
     if text is None:
         if len(categories) > len(CATEGORY_FIELDS):
@@ -171,8 +171,12 @@ def comment_value(*, sku: str | None = None, review: str | None = None,
         record: dict[str, object] = {"dataType": DATA_TYPE, "baseSkuName": sku or "",
                                      "reviewBody": review or ""}
         record.update(itertools.zip_longest(CATEGORY_FIELDS, categories, fillvalue=""))
-        raw = (orjson.dumps(record) if output_format == "json"
-               else encode_delimited(record, separator).encode())
+        if output_format == "json":
+            raw = orjson.dumps(record)
+        else:
+            if check:  # the worker would misplace a SKU or category name holding it
+                separator_in_review(record, separator)
+            raw = encode_delimited(record, separator).encode()
     else:
         raw = text.strip().encode()
     if check:

@@ -58,6 +58,8 @@ async def ingest_one(app: StreamApp, record: Incoming) -> None:
                                record.value, record.timestamp_ms, source_of(record, record.id))
         return
     payload = {"id": record_id, "ts": source_ts, "comment": comment.model_dump()}
+    if comment.recovered is not None:
+        payload["recovered"] = comment.recovered
     await produce(app, app.inference_topic, record_id, orjson.dumps(payload))
 
 

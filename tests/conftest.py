@@ -44,7 +44,7 @@ def start_worker(broker: EmbeddedBroker, tiny_model: Path,
     workers: list[WorkerProcess] = []
 
     def start(wait: bool = True, ready_topic: str = "streamapp-inference",
-              **settings: Any) -> WorkerProcess:
+              command: list[str] | None = None, **settings: Any) -> WorkerProcess:
         """Start a worker; with `wait`, return once it holds partitions of `ready_topic`."""
         n = len(workers)
         env = {
@@ -56,7 +56,7 @@ def start_worker(broker: EmbeddedBroker, tiny_model: Path,
             "torch_threads": "1",
         }
         env.update({k: str(v) for k, v in settings.items()})
-        worker = WorkerProcess(env, tmp_path / f"worker-{n}.log").start()
+        worker = WorkerProcess(env, tmp_path / f"worker-{n}.log", command=command).start()
         workers.append(worker)
         if wait:
             worker.wait_ready(timeout=120, topic=ready_topic)

@@ -38,15 +38,24 @@ async def open_producer(broker: str, *, max_batch_size: int = 256 * 1024,
     producer = AIOKafkaProducer(**connection(broker), linger_ms=5,
                                 max_batch_size=max_batch_size,
                                 max_request_size=max_request_size)
+    async with started(producer):
+        yield producer
+
+
+@contextlib.asynccontextmanager
+async def started(client: Any) -> AsyncIterator[None]:
+    """An aiokafka producer, consumer or admin client, started, and stopped at the end; a
+    failed start closes it too (else it is left half-open, and reported "Unclosed")."""
+    stop = getattr(client, "stop", None) or client.close
     try:
-        await producer.start()
+        await client.start()
     except BaseException:
-        await producer.stop()  # a failed start leaves a half-open client behind
+        await stop()
         raise
     try:
-        yield producer
+        yield
     finally:
-        await producer.stop()
+        await stop()
 
 
 async def send_all(producer: AIOKafkaProducer, topic: str, values: Iterable[bytes],
@@ -83,8 +92,7 @@ async def follow(
         auto_offset_reset="earliest" if from_beginning else "latest",
         fetch_max_wait_ms=100,
     )
-    await consumer.start()
-    try:
+    async with started(consumer):
         last = time.monotonic()
         while True:
             batch = await consumer.getmany(timeout_ms=200)
@@ -97,8 +105,6 @@ async def follow(
                 return
             if stop is not None and stop():
                 return
-    finally:
-        await consumer.stop()
 
 
 
@@ -251,9 +257,7 @@ async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Seq
     consumer = AIOKafkaConsumer(**connection(broker), group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=100)
     admin = AIOKafkaAdminClient(**connection(broker))
-    await consumer.start()
-    await admin.start()
-    try:
+    async with started(consumer), started(admin):
         positions: dict[TopicPartition, int] = {}
         await _assign_new(consumer, admin, output_topics, positions, at_end=True)
         [metadata] = await produce(broker, comments_topic, [value])
@@ -274,6 +278,3 @@ async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Seq
                 await _assign_new(consumer, admin, output_topics, positions, at_end=False)
                 next_refresh = time.monotonic() + 1.0
         return record_id, None
-    finally:
-        await admin.close()
-        await consumer.stop()

@@ -69,12 +69,32 @@ def render_markdown(r: dict[str, Any]) -> str:
               "| measure | records/s |", "| --- | --- |"]
     for key, value in r["pipeline"].items():
         lines.append(f"| {key} | {value} |")
+    if "pmml" in r:
+        lines += pmml_section(r["pmml"])
     lines += ["", "## Latency, memory, loader", "", "```json",
               json.dumps({k: r[k] for k in ("latency", "memory", "int8_agreement", "padding",
                                               "token_budget_at_128_tokens", "loader")
                           if k in r},
                          indent=2, ensure_ascii=False), "```", ""]
     return "\n".join(lines)
+
+
+def pmml_section(p: dict[str, Any]) -> list[str]:
+    return [
+        "", "## PMML: the demo XGBoost model (JPMML evaluator)", "",
+        f"Written by `{p['command']}` on {p['date']}: {p['records']} comments. \"Alone\" is "
+        "the PMML handler's work in one thread (rows from the comment and the feature "
+        "function, then the evaluator), warmed; end to end is one worker (batch intake, one "
+        f"hop, batches of up to {p['worker_batch_size']}) from first comment in to last "
+        "result out. The worker evaluates a batch per call (the faster).", "",
+        "| measure | records/s |", "| --- | --- |",
+        f"| alone, one evaluator call per record | {p['alone_per_record']} |",
+        f"| alone, one evaluator call per batch of {p['worker_batch_size']} | "
+        f"{p['alone_batched']} |",
+        f"| end to end, one worker | {p['end_to_end']} |",
+        f"| ratio batched / per record | {p['batched_over_per_record']} |",
+        f"| ratio end to end / alone (goal >= 0.8) | {p['e2e_over_alone']} |",
+    ]
 
 
 def now() -> str:

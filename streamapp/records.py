@@ -12,7 +12,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -145,19 +145,27 @@ class SkuMatchResult(BaseModel):
     categories: list[str]
     categoryPath: str
     timing: Timing
+    outputs: dict[str, Any] | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="a PMML model's output fields by name (its probabilities, predicted value "
+                    "...), as the seed's use_json_result; absent for other models")
 
 
 def result_json(record_id: str, comment: Comment, categories: list[str], path: str, *,
                 score: float, match: bool, model: dict[str, str],
-                timing: dict[str, int | float | None]) -> bytes:
+                timing: dict[str, int | float | None],
+                outputs: dict[str, Any] | None = None) -> bytes:
     """A `SkuMatchResult` as JSON, without building the pydantic model: the data path writes
     one per record. `categories` and `path` are `comment.categories` and `.category_path`
     (the caller has them already); `model` and `timing` are ModelRef's and Timing's fields in
     their order. Tests hold the bytes equal to `SkuMatchResult(...).model_dump_json()`."""
-    return orjson.dumps({
+    result: dict[str, Any] = {
         "id": record_id, "match": match, "score": score, "model": model,
         "baseSkuName": comment.baseSkuName, "categories": categories,
-        "categoryPath": path, "timing": timing})
+        "categoryPath": path, "timing": timing}
+    if outputs is not None:
+        result["outputs"] = outputs
+    return orjson.dumps(result)
 
 
 class DeadLetter(BaseModel):

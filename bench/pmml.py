@@ -1,0 +1,81 @@
+"""The PMML measures: the demo PMML model alone (one evaluator call per record against one
+call per batch) and end to end through a worker that serves it.
+
+The model alone is timed as the worker runs it: the handler's rows (comment fields plus the
+feature function) built and scored in one thread, so the ratio e2e / alone says what the
+pipeline costs around the evaluator.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.measures import INTAKE, end_to_end
+
+PMML_BATCH = 256
+
+
+def demo_pmml(models_dir: Path, log: Callable[[str], None]) -> Path:
+    from streamapp.demo.pmml_model import PMML_FILE, build_pmml_demo_model
+
+    path = models_dir / "demo-pmml"
+    if not (path / PMML_FILE).exists():
+        build_pmml_demo_model(path, log=log)
+    return path
+
+
+def pmml_alone(model_dir: Path, rows: Sequence[dict[str, Any]], *, batched: bool,
+               batch_size: int = PMML_BATCH) -> float:
+    """Records per second through the PMML handler's preprocess + the evaluator, in one
+    thread: `batched` = one evaluateAll per batch, else one evaluate per record."""
+    from streamapp.demo.pmml_model import PMML_FILE
+    from streamapp.serving.handlers.pmml import PmmlInfer
+
+    handler = PmmlInfer()
+    handler.load(model_dir / PMML_FILE)
+    model = handler.model
+    assert model is not None
+    evaluate = model.evaluate if batched else model.evaluate_each  # type: ignore[attr-defined]
+    requests = [{**r, "input": r["reviewBody"]} for r in rows]
+
+    def run(part: Sequence[dict[str, Any]]) -> None:
+        for i in range(0, len(part), batch_size):
+            chunk = part[i:i + batch_size]
+            prepared = handler.preprocess({k: [r.get(k) for r in chunk] for k in chunk[0]},
+                                          None)
+            evaluate(prepared.rows)
+
+    run(requests[:2000])  # the JVM compiles its hot paths first
+    started = time.perf_counter()
+    run(requests)
+    return len(requests) / (time.perf_counter() - started)
+
+
+def run_pmml(models_dir: Path, rows: Sequence[dict[str, Any]], runs: int,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    model_dir = demo_pmml(models_dir, log)
+    clean = [{k: v for k, v in r.items() if k != "label"} for r in rows]
+    log("PMML: model alone, per record and batched")
+    per_record = statistics.median(pmml_alone(model_dir, clean, batched=False)
+                                   for _ in range(runs))
+    batched = statistics.median(pmml_alone(model_dir, clean, batched=True)
+                                for _ in range(runs))
+    log("PMML: end to end")
+    settings = {"batch_size": str(PMML_BATCH), **INTAKE}
+    e2e_runs = [end_to_end(model_dir, rows, settings=settings) for _ in range(runs)]
+    e2e = statistics.median(r["records_per_second"] for r in e2e_runs)
+    alone = max(per_record, batched)
+    return {
+        "records": len(rows),
+        "worker_batch_size": PMML_BATCH,
+        "alone_per_record": round(per_record, 1),
+        "alone_batched": round(batched, 1),
+        "batched_over_per_record": round(batched / per_record, 3),
+        "end_to_end": round(e2e, 1),
+        "end_to_end_runs": e2e_runs,
+        "e2e_over_alone": round(e2e / alone, 3),
+    }

@@ -169,32 +169,34 @@ def test_check_on_4_4_and_4_3_files(pmml_dirs: dict[str, Path], tmp_path: Path) 
     assert "PMML version: 4.4" in out and "model: MiningModel" in out
     assert "inputs: " in out and "char_overlap (double)" in out and "categoryFirstName" in out
     assert f"outputs: probability(0) (float), {SCORE_FIELD} (float)" in out
-    assert "attribute Segmentation@missingPredictionTreatment" in out
     assert "servable: yes" in out and "pmml_features.py:features" in out
-    # XGBoost's segments say what a missing prediction does: 4.3 has no word for that.
-    code, out = check(str(pmml_dirs["4.4"] / PMML_FILE), "--to", "4.3", "--out",
-                      str(tmp_path / "refused.pmml"))
+    # XGBoost's segments say what a missing prediction does (4.4); none can predict one.
+    assert "uses what PMML 4.3 lacks: nothing" in out
+    assert "changes nothing here" in out and "Segmentation@missingPredictionTreatment (2x)" in out
+    copy = tmp_path / "copy43.pmml"
+    code, out = check(str(pmml_dirs["4.4"] / PMML_FILE), "--to", "4.3", "--out", str(copy))
+    assert code == 0 and f"wrote {copy}: PMML 4.3" in out, out
+    copied = inspect_pmml(copy)
+    assert (copied.version, copied.namespace_version) == ("4.3", "4.3")
+    assert copied.uses_4_4 == [] and copied.inert_4_4 == []
+    assert "missingPredictionTreatment" not in copy.read_text()
+    rows = rows_of(demo_rows(200, seed=33))
+    assert scores(load_pmml(copy), rows) == scores(load_pmml(pmml_dirs["4.4"] / PMML_FILE), rows)
+
+    # A tree that may predict nothing (no fallback to the last node): the attribute matters.
+    text = (pmml_dirs["4.4"] / PMML_FILE).read_text(encoding="utf-8")
+    risky = tmp_path / "risky.pmml"
+    risky.write_text(text.replace(' noTrueChildStrategy="returnLastPrediction"', "", 1),
+                     encoding="utf-8")
+    code, out = check(str(risky), "--features", "streamapp.demo.pmml_features:features",
+                      "--to", "4.3", "--out", str(tmp_path / "refused.pmml"))
     assert code == 1 and "refused" in out and "Segmentation@missingPredictionTreatment" in out
     assert not (tmp_path / "refused.pmml").exists()
 
-    # The converter's own "4.3" keeps the 4.4 attribute: a 4.3 header proves nothing.
     code, out = check(str(pmml_dirs["4.3"] / PMML_FILE))
     assert code == 0 and "PMML version: 4.3" in out and "servable: yes" in out
-    assert "uses what PMML 4.3 lacks: attribute Segmentation@missingPredictionTreatment" in out
-
-    # A 4.4 file that uses nothing 4.4 added gets its 4.3 copy, which scores the same.
-    plain = (pmml_dirs["4.3"] / PMML_FILE).read_text(encoding="utf-8")
-    (tmp_path / "plain.pmml").write_text(
-        plain.replace(' missingPredictionTreatment="returnMissing"', ""), encoding="utf-8")
-    plain44 = header_as(tmp_path / "plain.pmml", tmp_path / "plain44.pmml", "4.4")
-    assert inspect_pmml(plain44).uses_4_4 == []
-    copy = tmp_path / "copy43.pmml"
-    code, out = check(str(plain44), "--features", "streamapp.demo.pmml_features:features",
-                      "--to", "4.3", "--out", str(copy))
-    assert code == 0 and f"wrote {copy}" in out, out
-    assert inspect_pmml(copy).version == "4.3" and inspect_pmml(copy).namespace_version == "4.3"
-    rows = rows_of(demo_rows(100, seed=33))
-    assert scores(load_pmml(copy), rows) == scores(load_pmml(plain44), rows)
+    # The converter's own "4.3" keeps the 4.4 attribute (inert here): a header proves nothing.
+    assert "Segmentation@missingPredictionTreatment (2x)" in out
 
     bare = tmp_path / "bare.pmml"
     shutil.copy(pmml_dirs["4.4"] / PMML_FILE, bare)

@@ -47,6 +47,9 @@ def check(file: Path, to_version: str | None, out_file: Path | None, features: s
     click.echo(f"PMML version: {report.version} (namespace PMML-{report.namespace_version})")
     click.echo(f"model: {', '.join(report.model_types) or 'none'}")
     click.echo("uses what PMML 4.3 lacks: " + ("; ".join(report.uses_4_4) or "nothing"))
+    if report.inert_4_4:
+        click.echo("4.4 markup that changes nothing here (no segment can predict a missing "
+                   "value; left out of a 4.3 copy): " + "; ".join(report.inert_4_4))
     if report.extensions:
         click.echo("extension attributes (kept): " + ", ".join(report.extensions))
     handler = PmmlInfer(positive=positive,

@@ -6,6 +6,13 @@ them equal to the annotations of the jar that ships. Built-in functions are no s
 (`Apply@function` is a string in both schemas): those new in 4.4 come from the DMG's 4.4
 "Built-in Functions" page. Attributes named `x-...` are PMML extension attributes, allowed
 in every 4.x version (JPMML writes `x-mathContext`); they are kept and reported.
+
+One 4.4 addition is often inert: `Segmentation@missingPredictionTreatment` (and
+`missingThreshold`) say what to do when a segment predicts a missing value. jpmml-xgboost
+writes it on every XGBoost model, whose trees always score (a scoring root that always
+matches, falling back to the last node that matched) and whose chain's last link reads only
+their outputs: no segment can predict a missing value, so the attribute changes nothing and
+a 4.3 copy leaves it out. Anything not shown inert this way is refused.
 """
 
 from __future__ import annotations
@@ -71,6 +78,12 @@ MODEL_ELEMENTS = frozenset((
 ))
 
 
+# 4.4 attributes that say what to do when a segment predicts a missing value: inert where no
+# segment can (see `_never_missing`), so a 4.3 copy may leave them out.
+INERT_WHEN_NOTHING_MISSING = frozenset(("missingPredictionTreatment", "missingThreshold"))
+TREE_STRATEGIES_THAT_SCORE = frozenset(("none", "lastPrediction"))
+
+
 class PmmlFormatError(ValueError):
     """The file is no PMML document."""
 
@@ -83,11 +96,70 @@ class PmmlInspection:
     namespace_version: str
     model_types: list[str]
     uses_4_4: list[str] = field(default_factory=list)  # what 4.3 lacks, one line each
+    inert_4_4: list[str] = field(default_factory=list)  # 4.4 markup that changes nothing here
     extensions: list[str] = field(default_factory=list)  # x-... attributes (kept)
 
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
+
+
+def _child(element: ET.Element, name: str) -> ET.Element | None:
+    return next((c for c in element if _local(c.tag) == name), None)
+
+
+def _always_true(segment: ET.Element) -> bool:
+    return _child(segment, "True") is not None
+
+
+def _tree_always_scores(tree: ET.Element) -> bool:
+    """A TreeModel whose root scores and always matches, that falls back to the last node
+    that matched (no true child, or a missing value): it never predicts a missing value."""
+    root = _child(tree, "Node")
+    return (tree.get("noTrueChildStrategy") == "returnLastPrediction"
+            and tree.get("missingValueStrategy", "none") in TREE_STRATEGIES_THAT_SCORE
+            and root is not None and root.get("score") is not None and _always_true(root))
+
+
+def _outputs(model: ET.Element) -> set[str]:
+    output = _child(model, "Output")
+    return {f.get("name", "") for f in output} if output is not None else set()
+
+
+def _active_inputs(model: ET.Element) -> set[str]:
+    schema = _child(model, "MiningSchema")
+    return {f.get("name", "") for f in (schema if schema is not None else [])
+            if f.get("usageType", "active") == "active"}
+
+
+def _never_missing(model: ET.Element, known: set[str]) -> bool:
+    """Whether `model` always predicts a value, given that the fields `known` are never
+    missing. Conservative: anything not shown safe is not."""
+    name = _local(model.tag)
+    if name == "TreeModel":
+        return _tree_always_scores(model)
+    if name == "RegressionModel":  # a chain's link over earlier segments' outputs
+        return _active_inputs(model) <= known
+    if name == "MiningModel":
+        segmentation = _child(model, "Segmentation")
+        return segmentation is not None and _segments_never_missing(segmentation, known)
+    return False
+
+
+def _segments_never_missing(segmentation: ET.Element, known: set[str]) -> bool:
+    chained = segmentation.get("multipleModelMethod") == "modelChain"
+    known = set(known)
+    for segment in segmentation:
+        if _local(segment.tag) != "Segment":
+            continue
+        models = [c for c in segment if _local(c.tag) in MODEL_ELEMENTS]
+        if not _always_true(segment) or len(models) != 1:
+            return False
+        if not _never_missing(models[0], known):
+            return False
+        if chained:
+            known |= _outputs(models[0])
+    return True
 
 
 def inspect_pmml(path: Path) -> PmmlInspection:
@@ -103,10 +175,11 @@ def inspect_pmml(path: Path) -> PmmlInspection:
                             model_types=[_local(c.tag) for c in root
                                          if _local(c.tag) in MODEL_ELEMENTS])
     uses: dict[str, int] = {}
+    inert: dict[str, int] = {}
     extensions: set[str] = set()
 
-    def note(what: str) -> None:
-        uses[what] = uses.get(what, 0) + 1
+    def note(what: str, found: dict[str, int] = uses) -> None:
+        found[what] = found.get(what, 0) + 1
 
     for parent in root.iter():
         name = _local(parent.tag)
@@ -115,6 +188,9 @@ def inspect_pmml(path: Path) -> PmmlInspection:
         for attribute, value in parent.attrib.items():
             if attribute.startswith("x-"):
                 extensions.add(f"{name}@{attribute}")
+            elif (name == "Segmentation" and attribute in INERT_WHEN_NOTHING_MISSING
+                  and _segments_never_missing(parent, set())):
+                note(f"attribute {name}@{attribute}", inert)
             elif attribute in ATTRIBUTES_4_4.get(name, ()):
                 note(f"attribute {name}@{attribute}")
             elif value in VALUES_4_4.get((name, attribute), ()):
@@ -125,16 +201,20 @@ def inspect_pmml(path: Path) -> PmmlInspection:
             if _local(child.tag) in CHILDREN_4_4.get(name, ()):
                 note(f"child {name}/{_local(child.tag)}")
     report.uses_4_4 = [f"{what} ({count}x)" for what, count in sorted(uses.items())]
+    report.inert_4_4 = [f"{what} ({count}x)" for what, count in sorted(inert.items())]
     report.extensions = sorted(extensions)
     return report
 
 
 ROOT_TAG = re.compile(r"<PMML\b[^>]*>")
+INERT_ATTRIBUTE = re.compile(r'(<Segmentation\b[^>]*?)\s+(?:missingPredictionTreatment|'
+                             r'missingThreshold)="[^"]*"')
 
 
 def to_pmml_4_3(source: Path, target: Path) -> PmmlInspection:
-    """Write `source` as PMML 4.3 (namespace and version on the root element), or raise
-    ValueError naming what 4.3 lacks. The rest of the file is copied byte for byte."""
+    """Write `source` as PMML 4.3 (namespace and version on the root element, inert 4.4
+    attributes left out), or raise ValueError naming what 4.3 lacks. The rest of the file is
+    copied byte for byte."""
     report = inspect_pmml(source)
     if report.uses_4_4:
         raise ValueError(f"{source} uses what PMML 4.3 lacks: {'; '.join(report.uses_4_4)}")
@@ -145,5 +225,9 @@ def to_pmml_4_3(source: Path, target: Path) -> PmmlInspection:
     tag = re.sub(r'xmlns="http://www\.dmg\.org/PMML-\d_\d"',
                  'xmlns="http://www.dmg.org/PMML-4_3"', root.group(0))
     tag = re.sub(r'\bversion="[^"]*"', 'version="4.3"', tag)
-    target.write_text(text[:root.start()] + tag + text[root.end():], encoding="utf-8")
+    text = text[:root.start()] + tag + text[root.end():]
+    if report.inert_4_4:  # every Segmentation that has them was found inert, or we refused
+        while INERT_ATTRIBUTE.search(text):
+            text = INERT_ATTRIBUTE.sub(r"\1", text)
+    target.write_text(text, encoding="utf-8")
     return report

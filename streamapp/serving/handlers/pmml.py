@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ PROBE_REQUEST = {"dataType": "COMMENT_LONG_TEXT", "baseSkuName": "红富士苹�
                  "reviewBody": "苹果很甜", "categoryFirstName": "生鲜",
                  "categorySecondName": "水果", "categoryThirdName": "苹果",
                  "categoryFourthName": "红富士", "categoryFifthName": "", "input": "苹果很甜"}
+
+WARMUP_ROWS, WARMUP_BATCH, WARMUP_MAX_S = 4096, 256, 3.0
 
 Features = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -133,8 +136,15 @@ class PmmlInfer:
                    "`features`)")
             raise ModelLoadError(file, f"the model needs input field(s) {', '.join(missing)}, "
                                        f"which neither the comment nor {via} provides")
-        # One row at start: the JVM's classes loaded before real traffic.
-        self.process(self.preprocess({k: [v] for k, v in PROBE_REQUEST.items()}, None), None)
+        # The JVM compiles the evaluator's hot paths after some thousand rows (the first
+        # batches run several times slower): done at load, before real traffic, within a
+        # few seconds.
+        warm = self.preprocess({k: [v] * WARMUP_BATCH for k, v in PROBE_REQUEST.items()}, None)
+        deadline = time.monotonic() + WARMUP_MAX_S
+        for _ in range(WARMUP_ROWS // WARMUP_BATCH):
+            self.process(warm, None)
+            if time.monotonic() > deadline:
+                break
 
     def _row(self, request: dict[str, Any]) -> dict[str, Any]:
         row = input_row(request, self.features)

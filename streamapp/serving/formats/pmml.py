@@ -79,6 +79,9 @@ def _fields(java_fields: Any) -> list[PmmlField]:
                       str(f.getOpType().value())) for f in java_fields]
 
 
+PLAIN_TYPES = (type(None), bool, int, float, str)
+
+
 def _plain(value: Any) -> Any:
     """A result value as JSON-ready Python (NaN is no JSON number: missing)."""
     if isinstance(value, float) and value != value:
@@ -86,6 +89,10 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def _plain_column(column: list[Any]) -> list[Any]:
+    return [v if type(v) in PLAIN_TYPES and v == v else _plain(v) for v in column]
 
 
 class JpmmlModel:
@@ -141,21 +148,18 @@ class JpmmlModel:
         result = self._util.evaluateAll(self._evaluator.backend, self._evaluator.javaEvaluator,
                                         arguments, None, 1)
         names: list[str] = [str(name) for name in result["columns"]]
-        data: list[list[Any]] = result["data"]
+        columns = [_plain_column(column) for column in result["data"]]
         errors: list[str | None] = result["errors"] or [None] * len(rows)
-        score_column = data[names.index(self.score_field)]
+        score_at = names.index(self.score_field)
         outcomes = []
-        for i, error in enumerate(errors):
+        for error, values in zip(errors, zip(*columns, strict=True), strict=True):
             if error is not None:
                 outcomes.append(RowOutcome(error=str(error)))
-                continue
-            score = score_column[i]
-            if score is None:
+            elif values[score_at] is None:
                 outcomes.append(RowOutcome(error=f"the model gave no {self.score_field}"))
-                continue
-            outcomes.append(RowOutcome(float(score),
-                                       {n: _plain(column[i]) for n, column in zip(names, data,
-                                                                                  strict=True)}))
+            else:
+                outcomes.append(RowOutcome(float(values[score_at]),
+                                           dict(zip(names, values, strict=True))))
         return outcomes
 
     def evaluate_each(self, rows: Sequence[dict[str, Any]]) -> list[RowOutcome]:

@@ -29,7 +29,15 @@ from streamapp.serving.formats.pmml_schema import (
     to_pmml_4_3,
 )
 from streamapp.serving.handlers.pmml import PmmlInfer, input_row
-from tests.conftest import StartWorker, collect_outputs, demo_rows, run_failing_worker, send
+from streamapp.serving.repository import DeployConfig, read_deploy_config
+from tests.conftest import (
+    StartWorker,
+    collect_outputs,
+    demo_rows,
+    run_failing_worker,
+    send,
+    wait_until,
+)
 from tests.handlers.pmml_bad_features import BAD_MARKER
 from tests.model_builders import hf_version
 
@@ -110,6 +118,22 @@ def test_a_broken_file_and_a_missing_input_are_load_errors_that_say_which(
     assert "STREAMAPP_PMML_FEATURES" in str(missing.value)
     with pytest.raises(ModelLoadError, match="probability of target value 'yes'"):
         PmmlInfer(positive="yes").load(pmml_dirs["4.4"] / PMML_FILE)
+
+
+def test_a_version_is_pmml_by_its_deploy_config_its_one_pmml_file_or_the_setting(
+    pmml_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    assert read_deploy_config(pmml_dirs["4.4"]) == DeployConfig(
+        "pmml", PMML_FILE, features="pmml_features.py:features")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(pmml_dirs["4.4"] / PMML_FILE, bare / "xgb.pmml")
+    assert read_deploy_config(bare) == DeployConfig("pmml", "xgb.pmml")
+    (bare / "other.pmml").write_text("<PMML/>")  # two files: which one is not guessed
+    assert read_deploy_config(bare).model_type == "other"
+    assert read_deploy_config(bare, "pmml").model_type == "pmml"
+    with pytest.raises(ModelLoadError, match=r"expected one \.pmml file, found 2"):
+        PmmlInfer().initialize({"modelNameToPath": {"m": f"{bare}/"}})
 
 
 def test_the_4_4_lists_are_the_shipped_jpmmls_added_annotations(
@@ -296,24 +320,36 @@ def test_bert_to_pmml_to_bert_under_load_every_comment_once(
     root = tmp_path / "root"
     hf_version(tiny_model, root / "1")
     worker = start_worker(model=str(root), reload_interval_s="0.5")
-    comments = demo_rows(900, seed=35)
+    comments = demo_rows(20_000, seed=35)
     ids: list[str] = []
+    stop = threading.Event()
 
-    def stream() -> None:  # about 100 comments a second for nine seconds
+    def stream() -> None:  # about 100 comments a second until both swaps are done
         for start in range(0, len(comments), 10):
+            if stop.is_set():
+                break
             ids.extend(send(broker, [orjson.dumps(c) for c in comments[start:start + 10]]))
             time.sleep(0.1)
 
+    def serving(version: str) -> bool:
+        return bool(worker.stats()["model"]["version"] == version)
+
     feeder = threading.Thread(target=stream)
     feeder.start()
-    time.sleep(2.0)
-    shutil.copytree(pmml_dirs["4.4"], root / "2")
-    time.sleep(3.0)
-    hf_version(tiny_model, root / "3")
-    feeder.join()
+    try:
+        time.sleep(2.0)
+        shutil.copytree(pmml_dirs["4.4"], root / "2")
+        wait_until(lambda: serving("2"), 120, "the PMML version to swap in")
+        time.sleep(2.0)
+        hf_version(tiny_model, root / "3")
+        wait_until(lambda: serving("3"), 120, "BERT version 3 to swap in")
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        feeder.join()
     outputs = collect_outputs(broker.url, [RESULTS, DLQ], set(ids), timeout=120)
 
-    assert set(outputs) == set(ids) and len(ids) == len(comments)
+    assert set(outputs) == set(ids) and len(set(ids)) == len(ids) > 500
     assert all(len(v) == 1 and v[0][0] == RESULTS for v in outputs.values())
     results = [SkuMatchResult.model_validate(v[0][1]) for v in outputs.values()]
     versions = {r.model.version for r in results}

@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -159,24 +159,32 @@ class SkuMatchResult(BaseModel):
     categories: list[str]
     categoryPath: str
     timing: Timing
-    recovered: Recovery | None = Field(None, description=(
+    recovered: Recovery | None = Field(None, exclude_if=lambda value: value is None, description=(
         "present only when the comment was decoded despite a flaw: separator_in_review = a "
         "delimited record's extra columns joined back into reviewBody (decode_comment)"))
+    outputs: dict[str, Any] | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="a PMML model's output fields by name (its probabilities, predicted value "
+                    "...), as the seed's use_json_result; absent for other models")
 
 
 def result_json(record_id: str, comment: Comment, categories: list[str], path: str, *,
                 score: float, match: bool, model: dict[str, str],
-                timing: dict[str, int | float | None]) -> bytes:
+                timing: dict[str, int | float | None],
+                outputs: dict[str, Any] | None = None) -> bytes:
     """A `SkuMatchResult` as JSON, without building the pydantic model: the data path writes
     one per record. `categories` and `path` are `comment.categories` and `.category_path`
     (the caller has them already); `model` and `timing` are ModelRef's and Timing's fields in
     their order. Tests hold the bytes equal to `SkuMatchResult(...).model_dump_json()` (with
-    `recovered` left out when it is None: the key is there only on recovered comments)."""
-    result = {"id": record_id, "match": match, "score": score, "model": model,
-              "baseSkuName": comment.baseSkuName, "categories": categories,
-              "categoryPath": path, "timing": timing}
+    `recovered` and `outputs` left out when None: each key is there only when it applies)."""
+    result: dict[str, Any] = {
+        "id": record_id, "match": match, "score": score, "model": model,
+        "baseSkuName": comment.baseSkuName, "categories": categories,
+        "categoryPath": path, "timing": timing}
     if comment.recovered is not None:
         result["recovered"] = comment.recovered
+    if outputs is not None:
+        result["outputs"] = outputs
     return orjson.dumps(result)
 
 

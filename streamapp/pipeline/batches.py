@@ -35,7 +35,7 @@ from streamapp.records import (
     path_of,
     result_json,
 )
-from streamapp.serving.engine import BatchTiming, ModelFailure
+from streamapp.serving.engine import BatchTiming, ModelFailure, Scored
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -200,7 +200,9 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
                                        comment.model_dump_json().encode(), source_ts, source,
                                        tally)
                 continue
-            match = outcome >= threshold
+            outputs = outcome.outputs if isinstance(outcome, Scored) else None
+            score = outcome.score if isinstance(outcome, Scored) else outcome
+            match = score >= threshold
             tally.add(comment.first_category, path, predicted=True, matched=match,
                       source=source)
             predicted += 1
@@ -211,8 +213,8 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
                 queue_ms.append(queued)
                 end_to_end_ms.append(finished_ms - source_ts)
             results.add(record_id.encode(), result_json(
-                record_id, comment, categories, path, score=outcome, match=match,
-                model=model_ref,
+                record_id, comment, categories, path, score=score, match=match,
+                model=model_ref, outputs=outputs,
                 timing={"source_ts": source_ts, "queued_ms": queued, "compute_ms": compute_ms,
                         "batch_started_at": int(started_ms), "batch_size": len(items),
                         "predicted_at": int(finished_ms)}))

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from streamapp.decoding import decode_comment, encode_delimited, separator_in_review
 from streamapp.records import (
     COLUMNS,
     DATA_TYPE,
@@ -22,11 +23,8 @@ from streamapp.records import (
     SkuMatchResult,
     Timing,
     comment_id,
-    decode_comment,
-    encode_delimited,
     original_value,
     result_json,
-    separator_in_review,
 )
 
 ROW: dict[str, str] = {

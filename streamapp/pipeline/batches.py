@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import TopicT
 
+from streamapp.decoding import decode_comment
 from streamapp.pipeline.ledger import source_of
 from streamapp.pipeline.outbox import Outbox, aiokafka_producer
 from streamapp.pipeline.stats import (
@@ -31,7 +32,6 @@ from streamapp.records import (
     Reason,
     RejectedRecord,
     dead_letter,
-    decode_comment,
     path_of,
     result_json,
 )

@@ -27,7 +27,16 @@ def machine() -> dict[str, Any]:
             if torch.cuda.is_available() else None}
 
 
+RESULTS_JSON = Path("bench/results.json")
+BENCHMARKS_MD = Path("BENCHMARKS.md")
+
+
 def write_report(results: dict[str, Any], out_md: Path, out_json: Path) -> None:
+    """Both files; the GPU section (`make bench-gpu`, run on another machine) is kept."""
+    if "gpu" not in results and out_json.exists():
+        previous = json.loads(out_json.read_text())
+        if "gpu" in previous:
+            results = {**results, "gpu": previous["gpu"]}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     out_md.write_text(render_markdown(results))
@@ -74,7 +83,60 @@ def render_markdown(r: dict[str, Any]) -> str:
                                               "token_budget_at_128_tokens", "loader")
                           if k in r},
                          indent=2, ensure_ascii=False), "```", ""]
+    if "gpu" in r:
+        lines += render_gpu(r["gpu"])
     return "\n".join(lines)
+
+
+def merge_gpu(gpu: dict[str, Any], out_md: Path = BENCHMARKS_MD,
+              out_json: Path = RESULTS_JSON) -> None:
+    """The figures of `make bench-gpu` into bench/results.json (`gpu`) and BENCHMARKS.md."""
+    results = json.loads(out_json.read_text())
+    write_report({**results, "gpu": gpu}, out_md, out_json)
+
+
+def render_gpu(g: dict[str, Any]) -> list[str]:
+    m = g["machine"]
+    lines = ["## GPU (`make bench-gpu`)", "",
+             f"Written by `{g['command']}` on {g['date']}: {m['gpu'] or 'no GPU'}, "
+             f"{m['cores']} cores, Python {m['python']}, torch {m['torch']}; {g['seconds']} s in "
+             f"all. Model: BERT shape {g['shape']} with random weights, 64 tokens, comments "
+             f"from {g['comments']}. One run of each figure.", "",
+             "The model alone, seq/s: `predict` as the handler calls it (tokenize, pack, "
+             "forward, scores to the host, one thread), and the forward pass alone on batches "
+             "tokenized beforehand.", "",
+             "| dtype | batch | handler path | forward only |", "| --- | --- | --- | --- |"]
+    for dtype, per_batch in g.get("alone", {}).items():
+        for batch, f in per_batch.items():
+            cells = ([f["handler_path_seq_s"], f["forward_only_seq_s"]]
+                     if isinstance(f, dict) else [f, ""])
+            lines.append(f"| {dtype} | {batch} | {cells[0]} | {cells[1]} |")
+    plan = g["plan"]
+    lines += ["", f"End to end: workers sharing the GPU on the embedded broker, batch intake, "
+              f"one hop, STREAMAPP_BATCH_SIZE={plan['worker_batch']}, "
+              f"STREAMAPP_TOKEN_BUDGET=65536, {plan['records']} comments sent at once after "
+              "the workers hold their partitions; records/s from the first sent to the last "
+              "result read (and from the first batch starting). GPU utilisation: "
+              "`nvidia-smi` every 500 ms over that time.", "",
+              "| workers | records/s | from first batch | mean batch | batch compute ms "
+              "| GPU util mean / max % | GPU memory MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for count, e in g.get("end_to_end", {}).items():
+        if not isinstance(e, dict):
+            lines.append(f"| {count} | {e} | | | | | |")
+            continue
+        gpu = e.get("gpu") or {}
+        lines.append(f"| {count} | {e['records_per_second']} | "
+                     f"{e['records_per_second_from_first_batch']} | {e['mean_batch_size']} | "
+                     f"{e['batch_compute_ms']} | {gpu.get('util_mean_pct', '')} / "
+                     f"{gpu.get('util_max_pct', '')} | {gpu.get('memory_max_mib', '')} |")
+    lines += ["", "| ratio | value | goal |", "| --- | --- | --- |"]
+    goals = {"best_e2e_records_per_second": ">= 40000", "e2e_over_alone": ">= 0.9"}
+    for name, value in g.get("ratios", {}).items():
+        lines.append(f"| `{name}` | {value} | {goals.get(name, '')} |")
+    for note in g.get("notes", []):
+        lines += ["", note]
+    return [*lines, ""]
 
 
 def now() -> str:

@@ -237,6 +237,7 @@ class SkuMatchClassifier(PairClassifier):
         max_tokens: int = 64,
         num_threads: int | None = None,
         quantize: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> SkuMatchClassifier:
         """Load tokenizer and model from a local directory; raise ModelLoadError if unusable."""
         path = Path(path)
@@ -254,8 +255,10 @@ class SkuMatchClassifier(PairClassifier):
                 path, f"max_tokens {max_tokens} exceeds the model's {limit} positions"
             )
         weights = _weights_file(path)
-        # Half precision only pays off (and is only well supported) on GPUs.
-        dtype = torch.float16 if target.type == "cuda" else torch.float32
+        # Half precision only pays off (and is only well supported) on GPUs; `dtype` chooses
+        # another (bfloat16, say) for measuring.
+        if dtype is None:
+            dtype = torch.float16 if target.type == "cuda" else torch.float32
         tokenizer = load_tokenizer(path, config)
         try:
             model, loading = AutoModelForSequenceClassification.from_pretrained(

@@ -51,7 +51,7 @@ class Plan:
     batch_sizes: tuple[int, ...]
     dtypes: tuple[str, ...]
     records: int  # the backlog, end to end
-    workers: tuple[int, ...]
+    workers: tuple[str, ...]  # run specs: a worker count, `:name=value` adds settings
     worker_batch: int  # STREAMAPP_BATCH_SIZE
     budget_s: float
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -59,9 +59,9 @@ class Plan:
 
 FULL = Plan(shape=BERT_BASE, device="cuda", alone_records=16_384,
             batch_sizes=(64, 128, 256, 512), dtypes=("float16", "bfloat16"),
-            records=300_000, workers=(1, 2, 4), worker_batch=512, budget_s=450.0)
+            records=300_000, workers=("1", "2", "4"), worker_batch=512, budget_s=450.0)
 SMOKE = Plan(shape=TINY, device="cpu", alone_records=256, batch_sizes=(64,),
-             dtypes=("float32",), records=600, workers=(1, 2), worker_batch=64, budget_s=150.0,
+             dtypes=("float32",), records=600, workers=("1", "2"), worker_batch=64, budget_s=150.0,
              worker_env={"torch_threads": "1"})
 PARTITIONS = 8  # of every topic: at least the most workers
 WORKER_READY_S = 150.0  # a worker's start: imports, the model onto the GPU, joining the group
@@ -193,13 +193,13 @@ async def _create_comments_topic(broker: str, partitions: int) -> None:
 
 @contextmanager
 def _workers(plan: Plan, model_dir: Path, broker: EmbeddedBroker, count: int, tmp: Path,
-             budget: Budget) -> Iterator[list[WorkerProcess]]:
+             budget: Budget, extra: dict[str, str]) -> Iterator[list[WorkerProcess]]:
     """`count` workers started at once, returned when each holds comment partitions."""
     settings = {"broker": broker.url, "model": str(model_dir), "intake": "batch",
                 "fanout": "false", "batch_size": str(plan.worker_batch),
                 "token_budget": "65536", "device": plan.device, "store": "memory",
                 "partitions": str(PARTITIONS), "reload_interval_s": "0",
-                "log_level": "warning", **plan.worker_env}
+                "log_level": "warning", **plan.worker_env, **extra}
     with ExitStack() as stack:
         workers = [stack.enter_context(WorkerProcess(
             {**settings, "datadir": str(tmp / f"data-{n}"), "web_port": str(free_port())},
@@ -215,15 +215,23 @@ def _workers(plan: Plan, model_dir: Path, broker: EmbeddedBroker, count: int, tm
         yield workers
 
 
-def end_to_end(plan: Plan, model_dir: Path, values: list[bytes], count: int,
+def parse_spec(spec: str) -> tuple[int, dict[str, str]]:
+    """`4` or `4:switch_interval_ms=0.5,pipeline_depth=3`: workers and their extra settings."""
+    count, _, rest = spec.partition(":")
+    extra = dict(item.split("=", 1) for item in rest.split(",") if item)
+    return int(count), extra
+
+
+def end_to_end(plan: Plan, model_dir: Path, values: list[bytes], spec: str,
                budget: Budget, log: Callable[[str], None], logs: Path) -> dict[str, Any]:
-    """`count` workers on one broker: the backlog sent at once once they are ready. Their
+    """Workers of `spec` on one broker: the backlog sent at once once they are ready. Their
     logs are left in `logs`."""
+    count, extra = parse_spec(spec)
     shutil.rmtree(logs, ignore_errors=True)
     with EmbeddedBroker(free_port()) as broker:
         asyncio.run(_create_comments_topic(broker.url, PARTITIONS))
         started_at = time.monotonic()
-        with _workers(plan, model_dir, broker, count, logs, budget) as workers:
+        with _workers(plan, model_dir, broker, count, logs, budget, extra) as workers:
             ready_s = time.monotonic() - started_at
             log(f"{count} worker(s) ready in {ready_s:.0f}s")
             first_batch = [float("inf")]
@@ -244,12 +252,19 @@ def end_to_end(plan: Plan, model_dir: Path, values: list[bytes], count: int,
                 return sent_at, latencies, last
 
             with GpuSampler() as sampler:
-                sent_at, latencies, last = asyncio.run(run())
+                try:
+                    sent_at, latencies, last = asyncio.run(run())
+                except TimeoutError as exc:  # what the workers say they did, to tell why
+                    said = [(w.stats()["agents"], w.stats()["totals"]) for w in workers]
+                    counts = [(a["records"], a["predicted"], a["dead_letters"], t)
+                              for a, t in said]
+                    raise TimeoutError(f"{exc}; the workers' records, predicted, dead "
+                                       f"letters, totals: {counts}") from exc
             stats = [w.stats()["agents"] for w in workers]
     batches = sum(s["batches"] for s in stats)
     latencies.sort()
     return {
-        "workers": count, "records": len(values), "ready_s": round(ready_s, 1),
+        "workers": count, "settings": extra, "records": len(values), "ready_s": round(ready_s, 1),
         "seconds": round(last - sent_at, 3),
         "records_per_second": round(len(values) / (last - sent_at), 1),
         "records_per_second_from_first_batch": round(len(values) / (last - first_batch[0]), 1),
@@ -296,16 +311,16 @@ def run(plan: Plan, work: Path, out: Path, log: Callable[[str], None]) -> dict[s
     save()
     values = comment_values(rows[:plan.records])
     e2e: dict[str, Any] = {}
-    for count in plan.workers:
-        if not budget.fits(60 + 10 * count):
-            e2e[str(count)] = "skipped: out of time"
+    for spec in plan.workers:
+        if not budget.fits(60 + 10 * parse_spec(spec)[0]):
+            e2e[spec] = "skipped: out of time"
             continue
         try:
-            e2e[str(count)] = end_to_end(plan, model_dir, values, count, budget, log,
-                                        work / f"e2e-{count}-workers")
+            e2e[spec] = end_to_end(plan, model_dir, values, spec, budget, log,
+                                   work / f"e2e-{spec.replace(':', '-').replace('=', '')}")
         except (TimeoutError, RuntimeError) as exc:
-            e2e[str(count)] = f"failed: {exc}"[:2000]
-        log(f"end to end, {count} worker(s): {e2e[str(count)]}")
+            e2e[spec] = f"failed: {exc}"[:2000]
+        log(f"end to end, {spec}: {e2e[spec]}")
         results["end_to_end"] = e2e
         save()
     results["ratios"] = ratios(results, plan)
@@ -339,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the random model is made")
     parser.add_argument("--budget-s", type=float, help="the whole run's time limit")
     parser.add_argument("--records", type=int, help="the end-to-end backlog")
-    parser.add_argument("--workers", help="worker counts, comma-separated (e.g. 1,2,4)")
+    parser.add_argument("--workers", help="runs, space-separated: a worker count, with extra "
+                        "settings after a colon (e.g. '1 4 4:switch_interval_ms=0.5')")
+    parser.add_argument("--batch-sizes", help="the model alone: batch sizes, comma-separated")
+    parser.add_argument("--dtypes", help="the model alone: dtypes, comma-separated")
     parser.add_argument("--report", action="store_true",
                         help="also write the GPU section of BENCHMARKS.md, bench/results.json")
     parser.add_argument("--merge", type=Path,
@@ -358,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.records is not None:
         overrides["records"] = args.records
     if args.workers:
-        overrides["workers"] = tuple(int(w) for w in args.workers.split(","))
+        overrides["workers"] = tuple(args.workers.split())
+    if args.batch_sizes:
+        overrides["batch_sizes"] = tuple(int(b) for b in args.batch_sizes.split(","))
+    if args.dtypes:
+        overrides["dtypes"] = tuple(args.dtypes.split(","))
     if overrides:
         plan = Plan(**{**asdict(plan), "shape": plan.shape, **overrides})
     results = run(plan, args.work, args.out,

@@ -62,6 +62,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "handler_batch": ("false", "false"),
     "torchscript_output": ("0", 0),
     "torch_threads": ("4", 4),
+    "switch_interval_ms": ("0.5", 0.5),
     "quantize": ("int8", "int8"),
     "batch_size": ("128", 128),
     "pipeline_depth": ("1", 1),

@@ -33,7 +33,7 @@ bench: install
 
 # The GPU run (not part of `make test`; about 6 minutes on one H200): the BERT-base shape alone
 # and through 1, 2 and 4 workers sharing the GPU; the GPU section of BENCHMARKS.md and
-# bench/results.json. SMOKE=1 runs it on a CPU with a tiny model (tests/test_bench_gpu.py).
+# bench/results.json. SMOKE=1 runs it on a CPU with a tiny model (tests/test_bench_tools.py).
 bench-gpu: install
 	$(BIN)/python -m bench.gpu $(if $(SMOKE),--smoke,--report)
 

@@ -28,15 +28,16 @@ def machine() -> dict[str, Any]:
 
 
 RESULTS_JSON = Path("bench/results.json")
+KEPT = ("gpu", "profiles")
 BENCHMARKS_MD = Path("BENCHMARKS.md")
 
 
 def write_report(results: dict[str, Any], out_md: Path, out_json: Path) -> None:
-    """Both files; the GPU section (`make bench-gpu`, run on another machine) is kept."""
-    if "gpu" not in results and out_json.exists():
+    """Both files; what other runs wrote is kept: the GPU section (`make bench-gpu`, run on
+    another machine) and the profiles (py-spy, written by hand after a profiling run)."""
+    if out_json.exists():
         previous = json.loads(out_json.read_text())
-        if "gpu" in previous:
-            results = {**results, "gpu": previous["gpu"]}
+        results = {**{k: previous[k] for k in KEPT if k in previous}, **results}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     out_md.write_text(render_markdown(results))
@@ -85,6 +86,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                                               "token_budget_at_128_tokens", "loader")
                           if k in r},
                          indent=2, ensure_ascii=False), "```", ""]
+    if "profiles" in r:
+        lines += ["## Profiles", "", *r["profiles"], ""]  # lines of markdown
     if "gpu" in r:
         lines += render_gpu(r["gpu"])
     return "\n".join(lines)

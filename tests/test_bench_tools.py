@@ -1,4 +1,5 @@
-"""`make bench-gpu` in its smoke mode: the same code as on a GPU, a tiny model on the CPU."""
+"""The bench tools that are not `make bench`: bench-gpu in its smoke mode (the same code as
+on a GPU, a tiny model on the CPU) and the profile reader."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.gpu import main
+from bench.profile import top_frames
 from bench.report import render_gpu
 
 
@@ -31,3 +33,18 @@ def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     assert figures["ratios"]["best_e2e_records_per_second"] > 0
     markdown = "\n".join(render_gpu(figures))
     assert "## GPU" in markdown and "| 2 |" in markdown
+
+
+def test_profile_top_frames_add_up_self_and_inclusive_time() -> None:
+    raw = "\n".join([
+        "thread (0x1);main (run.py:1);SkuMatchInfer.process (streamapp/x.py:2);"
+        "Linear.forward (torch/linear.py:3) 6",
+        "thread (0x1);main (run.py:1);Handle._run (asyncio/events.py:80) 3",
+        "thread (0x2);main (run.py:1);SkuMatchInfer.process (streamapp/x.py:2) 1",
+    ])
+    lines = top_frames(raw, "probe", 1.0, 10)
+    assert lines[0].startswith("probe: 10 samples")
+    self_part = lines[lines.index("self time:") + 1:lines.index(
+        "inclusive (streamapp, tokenizer, Kafka client, model layers):")]
+    assert self_part[0].split() == ["60.0%", "Linear.forward", "(torch/linear.py:3)"]
+    assert lines[-1].split() == ["70.0%", "SkuMatchInfer.process", "(streamapp/x.py:2)"]

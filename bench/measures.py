@@ -21,8 +21,9 @@ import orjson
 import torch
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.edges.clients import bootstrap_servers, follow, open_producer, produce, send_all
+from streamapp.edges.clients import follow, open_producer, produce, send_all
 from streamapp.processes import WorkerProcess
+from streamapp.security import bootstrap_servers
 from streamapp.serving.formats.huggingface import DEFAULT_TOKEN_BUDGET, PairClassifier
 
 NULL_HANDLER = "streamapp.serving.handlers.null:ConstantInfer"

@@ -134,8 +134,7 @@ class BatchIntake(Service):
         return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        from streamapp.edges.clients import bootstrap_servers
-        from streamapp.security import aiokafka_security
+        from streamapp.security import aiokafka_security, bootstrap_servers
 
         settings = self.app.settings
         session_ms = int(settings.session_timeout_s * 1000)

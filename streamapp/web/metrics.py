@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from streamapp.pipeline.stats import CATEGORY, BatchReport, split_key
+from streamapp.pipeline.stats import CATEGORY, RECOVERED, BatchReport, split_key
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -56,6 +56,10 @@ class PrometheusMetrics:
             "outcome (matched, not_matched, failed)", ["category", "outcome"], registry=registry)
         self.dead_letters = Counter("streamapp_dead_letters", "Dead letters by reason code",
                                     ["reason"], registry=registry)
+        self.recovered = Counter(
+            "streamapp_recovered", "Comments decoded despite a flaw, by kind "
+            "(separator_in_review: a delimited review holding the separator)", ["kind"],
+            registry=registry)
 
     def on_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(report.size)
@@ -71,6 +75,8 @@ class PrometheusMetrics:
             self.end_to_end.observe(ms / 1000)
         for key, counts in report.counts:
             kind, name = split_key(key)
+            if kind == RECOVERED:
+                self.recovered.labels(name).inc(counts.get("seen", 0))
             if kind != CATEGORY:
                 continue  # paths would explode the label space
             matched = counts.get("matched", 0)

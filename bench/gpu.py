@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 import torch
 
-from bench.measures import BERT_BASE, _results, comment_values, predict_rate, random_bert
+from bench.measures import BERT_BASE, comment_values, predict_rate, random_bert, read_results
 from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.edges.clients import connection, open_producer, send_batched
 from streamapp.processes import WorkerProcess
@@ -242,7 +242,7 @@ def end_to_end(plan: Plan, model_dir: Path, values: list[bytes], spec: str,
                     first_batch[0] = min(first_batch[0], timing["batch_started_at"] / 1000.0)
 
             async def run() -> tuple[float, list[float], float]:
-                reader = asyncio.create_task(_results(
+                reader = asyncio.create_task(read_results(
                     broker.url, len(values), max(budget.left() - 20.0, 10.0), on_result))
                 async with open_producer(broker.url) as producer:
                     sent_at = time.time()

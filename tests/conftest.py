@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -124,3 +125,20 @@ def send(broker: EmbeddedBroker, values: list[bytes], topic: str = "comments") -
     """Produce values, return their comment ids (topic:partition:offset) in order."""
     metadata = asyncio.run(produce(broker.url, topic, values))
     return [comment_id(m.topic, m.partition, m.offset) for m in metadata]
+
+
+def steady_feed(broker: EmbeddedBroker, rows: list[dict[str, Any]], ids: list[str],
+                stop: threading.Event | None = None) -> threading.Thread:
+    """A started thread sending `rows` about 100 a second (10 every 0.1 s), their ids into
+    `ids`, until all are sent or `stop` is set: a steady stream for hot-swap tests."""
+
+    def stream() -> None:
+        for start in range(0, len(rows), 10):
+            if stop is not None and stop.is_set():
+                break
+            ids.extend(send(broker, [orjson.dumps(r) for r in rows[start:start + 10]]))
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    return feeder

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,14 @@ from streamapp.serving.manager import ModelManager
 from streamapp.serving.repository import read_deploy_config, resolve
 from streamapp.serving.scores import ScoreError, to_scores
 from streamapp.settings import Settings
-from tests.conftest import StartWorker, collect_outputs, demo_rows, run_failing_worker, send
+from tests.conftest import (
+    StartWorker,
+    collect_outputs,
+    demo_rows,
+    run_failing_worker,
+    send,
+    steady_feed,
+)
 from tests.model_builders import hf_version, torchscript_version
 
 REVIEWS = ["红富士苹果很甜，个头很大", "物流很快，客服很耐心", "牛排煎了很香，肉质嫩"]
@@ -273,13 +279,7 @@ def test_hot_swap_under_a_steady_stream_loses_and_repeats_nothing(
     rows = demo_rows(600, seed=22)
     ids: list[str] = []
 
-    def stream() -> None:  # about 100 comments a second for six seconds
-        for start in range(0, len(rows), 10):
-            ids.extend(send(broker, [orjson.dumps(r) for r in rows[start:start + 10]]))
-            time.sleep(0.1)
-
-    feeder = threading.Thread(target=stream)
-    feeder.start()
+    feeder = steady_feed(broker, rows, ids)  # about 100 comments a second for six seconds
     time.sleep(2.0)
     hf_version(tiny_model, root / "2")
     feeder.join()

@@ -36,6 +36,7 @@ from tests.conftest import (
     demo_rows,
     run_failing_worker,
     send,
+    steady_feed,
     wait_until,
 )
 from tests.handlers.pmml_bad_features import BAD_MARKER
@@ -331,18 +332,10 @@ def test_bert_to_pmml_to_bert_under_load_every_comment_once(
     ids: list[str] = []
     stop = threading.Event()
 
-    def stream() -> None:  # about 100 comments a second until both swaps are done
-        for start in range(0, len(comments), 10):
-            if stop.is_set():
-                break
-            ids.extend(send(broker, [orjson.dumps(c) for c in comments[start:start + 10]]))
-            time.sleep(0.1)
-
     def serving(version: str) -> bool:
         return bool(worker.stats()["model"]["version"] == version)
 
-    feeder = threading.Thread(target=stream)
-    feeder.start()
+    feeder = steady_feed(broker, comments, ids, stop)  # until both swaps are done
     try:
         time.sleep(2.0)
         shutil.copytree(pmml_dirs["4.4"], root / "2")

@@ -9,19 +9,17 @@ for demos, tests and load tests; it is not a production model.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import shutil
 import string
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from streamapp.demo.synthetic import generate_comments
+from streamapp.demo.building import DemoModelReport, demo_build
 from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
 MODEL_NAME = "streamapp-demo-sku-match"
@@ -31,19 +29,8 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CJK_PUNCTUATION = "，。！？、；：“”‘’（）《》【】…—～·「」『』〈〉〔〕．"
 # About a minute of training on two cores; with fewer rows, more epochs make up the difference.
 TRAIN_EXAMPLES = 24_000
-# Test data come from a seed far from the training seed so the two streams differ.
-TEST_SEED_OFFSET = 1_000_003
 
 
-@dataclass
-class DemoModelReport:
-    """Where the model went and how it did on held-out synthetic data."""
-
-    path: str
-    train_size: int
-    test_size: int
-    accuracy: float
-    seconds: float
 
 
 def _is_cjk(char: str) -> bool:
@@ -165,15 +152,14 @@ def _init_char_matching(model: BertForSequenceClassification, heads: int = 4) ->
             attention.value.bias[rows] = 0.0
 
 
-def _replace_dir(built: Path, out_dir: Path) -> None:
-    """Move a finished model into place so readers never see a half-written directory."""
-    if not out_dir.exists():
-        built.rename(out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    out_dir.rename(old / out_dir.name)
-    built.rename(out_dir)
-    shutil.rmtree(old)
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def build_demo_model(
@@ -196,17 +182,10 @@ def build_demo_model(
     if epochs is None:
         epochs = max(1, round(TRAIN_EXAMPLES / max(1, train_size)))
     emit = log or (lambda _message: None)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    train_rows = list(generate_comments(train_size, seed=seed))
-    test_rows = list(generate_comments(test_size, seed=seed + TEST_SEED_OFFSET))
-    build_dir = Path(
-        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent)
-    )
-    threads = torch.get_num_threads()
-    try:
-        texts = [str(r[k]) for r in train_rows + test_rows for k in ("reviewBody", "baseSkuName")]
+    with demo_build(out_dir, train_size, test_size, seed) as build:
+        train_rows, build_dir = build.train_rows, build.build_dir
+        texts = [str(r[k]) for r in train_rows + build.test_rows
+                 for k in ("reviewBody", "baseSkuName")]
         vocab = build_vocab(texts)
         vocab_file = build_dir / "vocab.txt"
         vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -227,9 +206,8 @@ def build_demo_model(
         config.streamapp_model_name = MODEL_NAME
         config.streamapp_model_version = MODEL_VERSION
         emit(f"training demo model: {len(vocab)} tokens, {train_size} examples, {epochs} epochs")
-        torch.set_num_threads(2)
         # A private RNG stream: reproducible for a seed, no side effect on the caller's RNG.
-        with torch.random.fork_rng(devices=[]):
+        with _torch_threads(2), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = BertForSequenceClassification(config)
             _init_char_matching(model)
@@ -244,19 +222,10 @@ def build_demo_model(
             )
         model.save_pretrained(build_dir, safe_serialization=True)
         tokenizer.save_pretrained(build_dir)
-        _replace_dir(build_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
-    finally:
-        torch.set_num_threads(threads)
-    classifier = SkuMatchClassifier.load(out_dir, device="cpu")
-    scores = classifier.predict(
-        [str(r["reviewBody"]) for r in test_rows], [str(r["baseSkuName"]) for r in test_rows]
-    )
-    labels = [bool(row["label"]) for row in test_rows]
-    hits = sum((score >= 0.5) == label for score, label in zip(scores, labels, strict=True))
-    accuracy = hits / len(test_rows) if test_rows else 0.0
-    seconds = time.monotonic() - started
-    emit(f"saved {out_dir}: held-out accuracy {accuracy:.3f} on {len(test_rows)}, {seconds:.1f}s")
-    return DemoModelReport(str(out_dir), train_size, test_size, accuracy, seconds)
+    test_rows = build.test_rows
+    classifier = SkuMatchClassifier.load(build.out_dir, device="cpu")
+    report = build.report(classifier.predict(
+        [str(r["reviewBody"]) for r in test_rows], [str(r["baseSkuName"]) for r in test_rows]))
+    emit(f"saved {report.path}: held-out accuracy {report.accuracy:.3f} on {len(test_rows)}, "
+         f"{report.seconds:.1f}s")
+    return report

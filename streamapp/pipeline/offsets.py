@@ -59,6 +59,9 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
         # answers as soon as data arrives, so there a shorter wait only costs requests on an
         # idle topic. Read by aiokafka when it starts its fetcher, which has not happened yet.
         consumer._fetch_max_wait_ms = self.app.settings.fetch_wait_ms
+        if self.app.settings.guarantee == "exactly_once":
+            # The stats topic is then written in transactions: tables count committed ones only.
+            consumer._isolation_level = "read_committed"
         self._bootstrap = server_list(transport.url, transport.default_port)
         return consumer
 

@@ -96,7 +96,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         # Static membership (KIP-345): a restarted worker keeps its partitions.
         "consumer_group_instance_id": settings.instance_id,
         "broker_session_timeout": settings.session_timeout_s,
-        "broker_heartbeat_interval": max(settings.session_timeout_s / 4, 0.5),
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
         "table_standby_replicas": 0,

@@ -168,6 +168,12 @@ class Settings(BaseModel):
         return [h if "://" in h else f"kafka://{h}" for h in hosts]
 
     @property
+    def heartbeat_interval_s(self) -> float:
+        """A tenth of the session timeout: a member learns of a rebalance (a dead member's
+        partitions to take over) within this, not the quarter session it took before."""
+        return max(self.session_timeout_s / 10, 0.3)
+
+    @property
     def model_dir(self) -> Path:
         return self.model if self.model is not None else self.demo_model_dir
 

@@ -156,7 +156,8 @@ class BatchIntake(Service):
             bootstrap_servers=bootstrap_servers(settings.broker), group_id=self.group_id,
             client_id=f"{settings.app_id}-intake", enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_wait_ms,
-            session_timeout_ms=session_ms, heartbeat_interval_ms=max(session_ms // 4, 500),
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
             group_instance_id=settings.instance_id,
             isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
             **aiokafka_security(settings))

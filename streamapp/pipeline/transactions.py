@@ -79,7 +79,8 @@ async def start_transactional_producer(settings: Settings) -> AIOKafkaProducer:
             f"STREAMAPP_GUARANTEE=exactly_once needs a broker with transactions, and the broker "
             f"at {settings.broker} has none ({why}); use a Kafka broker with transactions or "
             f"STREAMAPP_GUARANTEE=at_least_once") from None
-    log.info("exactly_once: transactional producer %s ready", producer._txn_manager.transactional_id)
+    log.info("exactly_once: transactional producer %s ready",
+             producer._txn_manager.transactional_id)
     return producer
 
 

@@ -165,8 +165,11 @@ A takeover takes the session timeout (the broker declares the member dead), up t
 heartbeat (a tenth of the session timeout) for the survivor to hear of the rebalance, the
 rebalance itself, and the first batch. The embedded broker answers JoinGroup only after half
 the session timeout, so there a takeover takes about 1.5 times the session timeout; a Kafka
-broker answers as soon as the members have joined. Timing figures on a shared 2-core machine
-are noisy.
+broker answers as soon as the members have joined. The embedded broker does not honour
+static membership either: a restarted member with the same `group.instance.id` gets a new
+member id and the group rebalances once the old member's session expires, so `restart` and
+`static_restart` take the same time there (session timeout + half of it + the first batch).
+Timing figures on a shared 2-core machine are noisy.
 """
 
 

@@ -1,4 +1,9 @@
-"""STREAMAPP_GUARANTEE and STREAMAPP_INSTANCE_ID against real broker and worker processes."""
+"""STREAMAPP_GUARANTEE against real broker and worker processes.
+
+Exactly-once itself needs a broker with transactions, which this machine does not have (the
+embedded broker refuses InitProducerId, and no Apache Kafka can be installed here): what is
+tested is that such a broker stops the worker at once, with one line.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamapp.broker import EmbeddedBroker, free_port
-from tests.conftest import StartWorker, run_failing_worker, wait_until
+from tests.conftest import run_failing_worker
 
 EXACTLY_ONCE = {"guarantee": "exactly_once", "intake": "batch", "fanout": "false"}
 
@@ -31,32 +36,3 @@ def test_exactly_once_on_a_broker_without_transactions_stops_with_one_line(
         "STREAMAPP_GUARANTEE=at_least_once"], log
     assert "Traceback" not in log
     assert took < 60, f"took {took:.0f} s to give up"  # model load included; never hangs
-
-
-def _intake_partitions(log: Path) -> list[str]:
-    """Every 'intake assigned [...]' line of a worker's log, in order."""
-    return [line.split("intake assigned ", 1)[1] for line in
-            log.read_text(errors="replace").splitlines() if "intake assigned " in line]
-
-
-@pytest.mark.integration
-def test_a_static_member_restarted_in_time_keeps_its_partitions(
-    broker: EmbeddedBroker, start_worker: StartWorker
-) -> None:
-    """KIP-345: kill -9 one of two static members and restart it within the session timeout:
-    the other member is not revoked, the restarted one gets its own partitions back."""
-    common = {"intake": "batch", "fanout": "false", "session_timeout_s": "20",
-              "ready_topic": "comments"}
-    first = start_worker(instance_id="worker-a", **common)
-    second = start_worker(instance_id="worker-b", **common)
-    wait_until(lambda: len(first.stats()["assigned_partitions"]) == 2
-               and len(second.stats()["assigned_partitions"]) == 2, 60, "a 2/2 assignment")
-    held = first.stats()["assigned_partitions"]
-    assignments_of_second = len(_intake_partitions(second.log_path))
-
-    first.kill()
-    restarted = start_worker(instance_id="worker-a", **common)
-    wait_until(lambda: restarted.stats()["assigned_partitions"] == held, 30,
-               f"the restarted member to hold {held} again")
-    assert len(_intake_partitions(second.log_path)) == assignments_of_second, \
-        "the other member went through a rebalance"

@@ -5,11 +5,13 @@ seed job's source table) and runs `streamapp load` on it in a fresh process, so 
 RSS is the loader's alone. Run as a script, it starts an embedded broker itself:
 
     python -m bench.loader --rows 1000000 --format parquet
+    python -m bench.loader --rows 200000 --format parquet --format orc   # side by side
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gzip
 import json
@@ -24,6 +26,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.orc as pa_orc
 import pyarrow.parquet as pq
 
 from streamapp.demo.synthetic import generate_comments
@@ -54,19 +57,23 @@ def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def write_export(path: Path, rows: Iterable[dict[str, Any]],
-                 schema: pa.Schema | None = None) -> Path:
-    """Write rows as Parquet, CSV or JSON Lines, by the extension (`.gz` compresses text).
+def write_export(path: Path, rows: Iterable[dict[str, Any]], schema: pa.Schema | None = None,
+                 *, orc_stripe_bytes: int = 64 << 20) -> Path:
+    """Write rows as Parquet, ORC, CSV or JSON Lines, by the extension (`.gz` compresses text).
+    ORC is written as Hive writes it by default: zlib, 64 MB stripes (or `orc_stripe_bytes`).
 
     Streams in batches, so a file of millions of rows costs no more memory than a few thousand.
     """
     name = path.name.removesuffix(".gz")
-    if name.endswith(".parquet"):
-        writer: pq.ParquetWriter | None = None
+    if name.endswith((".parquet", ".orc")):
+        writer: pq.ParquetWriter | pa_orc.ORCWriter | None = None
         for batch in _batches(rows):
             table = pa.Table.from_pylist(batch, schema=schema)
-            writer = writer or pq.ParquetWriter(path, table.schema)
-            writer.write_table(table)
+            if writer is None:
+                writer = (pq.ParquetWriter(path, table.schema) if name.endswith(".parquet")
+                          else pa_orc.ORCWriter(path, stripe_size=orc_stripe_bytes,
+                                                compression="zlib"))
+            writer.write(table)
         if writer is None:
             raise ValueError("no rows to write")
         writer.close()
@@ -84,7 +91,7 @@ def write_export(path: Path, rows: Iterable[dict[str, Any]],
             for row in rows:
                 fh.write(orjson.dumps(row) + b"\n")
         else:
-            raise ValueError(f"{path}: expected .parquet, .csv or .jsonl (optionally .gz)")
+            raise ValueError(f"{path}: expected .parquet, .orc, .csv or .jsonl (optionally .gz)")
     return path
 
 
@@ -127,24 +134,28 @@ def measure_loader(broker_url: str, rows: int, *, fmt: str = "parquet",
         }
 
 
+def compare_formats(broker_url: str, rows: int, formats: Iterable[str] = ("parquet", "orc"),
+                    **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """`measure_loader` for each input format, the same rows: Hive tables are Parquet or ORC."""
+    return {fmt: measure_loader(broker_url, rows, fmt=fmt, **kwargs) for fmt in formats}
+
+
 def main() -> None:
     from streamapp.broker import EmbeddedBroker, free_port
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--format", default="parquet",
-                        choices=["parquet", "csv", "jsonl", "csv.gz", "jsonl.gz"])
+    parser.add_argument("--format", action="append", dest="formats",
+                        choices=["parquet", "orc", "csv", "jsonl", "csv.gz", "jsonl.gz"],
+                        help="input format; repeat it to compare (default: parquet)")
     parser.add_argument("--output-format", default="json", choices=["json", "delimited"])
     parser.add_argument("--broker", help="a running broker (default: start an embedded one)")
     args = parser.parse_args()
-    if args.broker:
-        result = measure_loader(args.broker, args.rows, fmt=args.format,
-                                output_format=args.output_format)
-    else:
-        with EmbeddedBroker(free_port()) as broker:
-            result = measure_loader(broker.url, args.rows, fmt=args.format,
-                                    output_format=args.output_format)
-    print(json.dumps(result))
+    formats = args.formats or ["parquet"]
+    with contextlib.ExitStack() as stack:
+        url = args.broker or stack.enter_context(EmbeddedBroker(free_port())).url
+        result = compare_formats(url, args.rows, formats, output_format=args.output_format)
+    print(json.dumps(result if len(formats) > 1 else result[formats[0]]))
 
 
 if __name__ == "__main__":

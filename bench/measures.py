@@ -21,8 +21,9 @@ import orjson
 import torch
 
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.edges.clients import bootstrap_servers, follow, open_producer, produce, send_all
+from streamapp.edges.clients import follow, open_producer, produce, send_all
 from streamapp.processes import WorkerProcess
+from streamapp.security import bootstrap_servers
 from streamapp.serving.formats.huggingface import DEFAULT_TOKEN_BUDGET
 
 NULL_HANDLER = "streamapp.serving.handlers.null:ConstantInfer"
@@ -191,7 +192,7 @@ def _rss_mb(worker: WorkerProcess) -> float:
     return round(psutil.Process(worker.proc.pid).memory_info().rss / 2**20, 1)
 
 
-async def _results(broker: str, expected: int, timeout: float,
+async def read_results(broker: str, expected: int, timeout: float,
                    on_value: Callable[[dict[str, Any]], None] | None = None,
                    ) -> tuple[list[float], float]:
     """Read results until `expected` distinct ids: (end-to-end latencies ms, last arrival)."""
@@ -236,7 +237,7 @@ def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
 
         started = time.time()
         asyncio.run(produce(pipe.broker.url, "comments", values))
-        _, last = asyncio.run(_results(pipe.broker.url, len(values), timeout, sample))
+        _, last = asyncio.run(read_results(pipe.broker.url, len(values), timeout, sample))
         stats = pipe.worker.stats()
         loaded_rss = _rss_mb(pipe.worker) if sample_rss else None
     seconds = last - started
@@ -253,28 +254,32 @@ def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
     }
 
 
+async def feed_at_rate(broker: str, values: Sequence[bytes], rate: float, tick: float = 0.05,
+                       stop: Callable[[], bool] | None = None) -> int:
+    """Produce `values` to the comment topic at a steady `rate` per second, until all are sent
+    or `stop()` says so; how many were sent."""
+    per_tick = max(rate * tick, 1.0)
+    async with open_producer(broker) as producer:
+        sent = 0
+        started = time.monotonic()
+        while sent < len(values) and not (stop is not None and stop()):
+            target = min(len(values), int((time.monotonic() - started) / tick * per_tick) + 1)
+            if target > sent:
+                await send_all(producer, "comments", values[sent:target])
+                sent = target
+            await asyncio.sleep(tick / 2)
+    return sent
+
+
 def latency_at_rate(model_dir: Path, rows: Sequence[dict[str, Any]], rate: float,
                     seconds: float, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Comments at a steady `rate` per second: end-to-end latency percentiles (ms)."""
     count = max(int(rate * seconds), 10)
     values = comment_values([rows[i % len(rows)] for i in range(count)])
-    tick = 0.05
-    per_tick = max(rate * tick, 1.0)
-
-    async def feed(broker: str) -> None:
-        async with open_producer(broker) as producer:
-            sent = 0.0
-            started = time.monotonic()
-            while int(sent) < count:
-                target = min(count, int((time.monotonic() - started) / tick * per_tick) + 1)
-                if target > int(sent):
-                    await send_all(producer, "comments", values[int(sent):target])
-                    sent = target
-                await asyncio.sleep(tick / 2)
 
     async def run(broker: str) -> list[float]:
-        reader = asyncio.create_task(_results(broker, count, seconds * 4 + 60))
-        await feed(broker)
+        reader = asyncio.create_task(read_results(broker, count, seconds * 4 + 60))
+        await feed_at_rate(broker, values, rate)
         latencies, _ = await reader
         return latencies
 
@@ -320,7 +325,7 @@ def pipeline_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]],
             if timing:
                 first_ms[0] = min(first_ms[0], timing["batch_started_at"])
 
-        _, last = await _results(broker, len(values), timeout, on_value=on_result)
+        _, last = await read_results(broker, len(values), timeout, on_value=on_result)
         return len(values) / (last - first_ms[0] / 1000.0)
 
     with running_pipeline(model_dir, settings, preload=values) as pipe:

@@ -69,12 +69,28 @@ def render_markdown(r: dict[str, Any]) -> str:
               "| measure | records/s |", "| --- | --- |"]
     for key, value in r["pipeline"].items():
         lines.append(f"| {key} | {value} |")
-    lines += ["", "## Latency, memory, loader", "", "```json",
+    lines += ["", "## Latency, memory", "", "```json",
               json.dumps({k: r[k] for k in ("latency", "memory", "int8_agreement", "padding",
-                                              "token_budget_at_128_tokens", "loader")
+                                              "token_budget_at_128_tokens")
                           if k in r},
                          indent=2, ensure_ascii=False), "```", ""]
+    if "loader" in r:
+        lines += render_loader(r["loader"], r.get("loader_note"))
     return "\n".join(lines)
+
+
+def render_loader(loader: dict[str, Any], note: str | None) -> list[str]:
+    """`streamapp load` per input format (bench.loader.compare_formats): a row each."""
+    by_format = {loader["format"]: loader} if "format" in loader else loader  # older: one
+    lines = ["## Loader", "",
+             "`streamapp load` of the same synthetic export into the embedded broker, JSON "
+             "messages, in a fresh process (its own peak RSS).", "",
+             "| input | rows | file MB | rows/s | peak RSS MB | seconds |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for fmt, f in by_format.items():
+        lines.append(f"| {fmt} | {f['rows']} | {f['file_mb']} | {f['rows_per_s']} | "
+                     f"{f['peak_rss_mb']} | {f['seconds']} |")
+    return [*lines, *(["", note] if note else []), ""]
 
 
 def now() -> str:

@@ -140,11 +140,11 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
                                           / base_figures["model_ceiling"], 3),
     }
     try:
-        from bench.loader import measure_loader
+        from bench.loader import compare_formats
 
         log("loader")
         with EmbeddedBroker(free_port()) as broker:
-            results["loader"] = measure_loader(broker.url, 50_000 if quick else 200_000)
+            results["loader"] = compare_formats(broker.url, 50_000 if quick else 200_000)
     except ImportError:
         pass
     return results

@@ -36,7 +36,7 @@ class StreamApp(faust.App):
         super().__init__(settings.app_id, **kwargs)
         self.settings = settings
         self.worker_stats = WorkerStats()
-        # Set at worker init (streamapp.pipeline.agents._load_model), before anything is consumed.
+        # Set when the worker starts (streamapp.pipeline.startup), before anything is consumed.
         self.engine: Any = None  # streamapp.serving.engine.InferenceEngine
         self.models: Any = None  # streamapp.serving.manager.ModelManager
         # streamapp.pipeline.intake.BatchIntake, with STREAMAPP_INTAKE=batch
@@ -57,10 +57,22 @@ class StreamApp(faust.App):
         self.dlq_topic = self._raw_topic(settings.dlq_topic, **owned)
         # Counters per "<kind>:<name>" key (see streamapp.pipeline.stats): since the start, and per
         # one-minute window for the last hour.
-        self.totals = self.Table("totals", default=dict, schema=_TABLE_SCHEMA, **owned)
+        self.totals = self.Table(
+            "totals", default=dict, schema=_TABLE_SCHEMA, **owned,
+            help="counts per category, category path and dead-letter reason, since the start")
         self.per_minute = self.Table(
-            "per-minute", default=dict, schema=_TABLE_SCHEMA, **owned
+            "per-minute", default=dict, schema=_TABLE_SCHEMA, **owned,
+            help="the same counts per one-minute window, kept for an hour",
         ).tumbling(WINDOW, expires=WINDOW_EXPIRES)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        # Once per process, and only in a worker: other Faust commands never start the app,
+        # and a client-only start (`faust send`) needs no model.
+        if not (self.client_only or self.producer_only):
+            from streamapp.pipeline.startup import prepare_worker
+
+            await prepare_worker(self)
 
     def _new_transport(self) -> Any:
         # Commit only offsets processed in an unbroken run (streamapp.pipeline.offsets: Faust's

@@ -66,7 +66,9 @@ class EmbeddedBroker:
         cmd = [broker_binary(), "broker", "--listener-url", listener,
                "--advertised-listener-url", listener]
         out = subprocess.DEVNULL if self.quiet else None
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+        # Its own process group: a Ctrl-C in the terminal reaches only the parent, which stops
+        # the broker after its clients (else they log connection errors as it goes first).
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, process_group=0)
         wait_for_port(self.port, timeout, self.proc)
         return self
 

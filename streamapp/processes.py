@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,21 +26,26 @@ class WorkerProcess:
     """`faust -A streamapp worker` with the given STREAMAPP_* settings, output to a log file."""
 
     def __init__(self, settings: dict[str, str], log_path: Path, *,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", command: Sequence[str] | None = None) -> None:
         self.env = dict(os.environ)
         self.env.update({f"STREAMAPP_{k.upper()}": str(v) for k, v in settings.items()})
         self.web_port = int(self.env.get("STREAMAPP_WEB_PORT", "6066"))
         self.log_path = log_path
         self.log_level = log_level
+        # The command line before `-l LEVEL`: Faust's by default, or e.g. `streamapp worker`.
+        self.command = list(command or [sys.executable, "-m", "faust", "-A", "streamapp",
+                                        "worker"])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "faust", "-A", "streamapp", "worker",
-                 "-l", FAUST_LOG_LEVELS.get(self.log_level, self.log_level)],
-                env=self.env, stdout=log_file, stderr=subprocess.STDOUT)
+                [*self.command, "-l", FAUST_LOG_LEVELS.get(self.log_level, self.log_level)],
+                env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
+                # Stopped by its parent, in order (streamapp.broker): not by the terminal's
+                # Ctrl-C, which would reach it and the broker at once.
+                process_group=0)
         return self
 
     @property

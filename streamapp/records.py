@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 DATA_TYPE = "COMMENT_LONG_TEXT"
 
@@ -33,6 +34,9 @@ COLUMNS = (
 CATEGORY_FIELDS = COLUMNS[3:]
 
 InputFormat = Literal["auto", "json", "delimited"]
+# A result's `recovered`: the flaw a comment was decoded despite (a stable code, like Reason's).
+Recovery = Literal["separator_in_review"]
+SEPARATOR_IN_REVIEW: Recovery = "separator_in_review"
 
 # C0 and C1 control characters other than tab, newline and carriage return: never part of a
 # review or a category name, a sign of a broken export.
@@ -94,6 +98,16 @@ class Comment(BaseModel):
     categoryThirdName: str = ""
     categoryFourthName: str = ""
     categoryFifthName: str = ""
+    # Not a field (no column, not in model_dump): set when decode_comment recovered a flaw.
+    _recovered: Recovery | None = PrivateAttr(None)
+
+    @property
+    def recovered(self) -> Recovery | None:
+        return self._recovered
+
+    def mark_recovered(self, recovery: Recovery | None) -> Comment:
+        self._recovered = recovery
+        return self
 
     @property
     def categories(self) -> list[str]:
@@ -145,6 +159,9 @@ class SkuMatchResult(BaseModel):
     categories: list[str]
     categoryPath: str
     timing: Timing
+    recovered: Recovery | None = Field(None, description=(
+        "present only when the comment was decoded despite a flaw: separator_in_review = a "
+        "delimited record's extra columns joined back into reviewBody (decode_comment)"))
 
 
 def result_json(record_id: str, comment: Comment, categories: list[str], path: str, *,
@@ -153,11 +170,14 @@ def result_json(record_id: str, comment: Comment, categories: list[str], path: s
     """A `SkuMatchResult` as JSON, without building the pydantic model: the data path writes
     one per record. `categories` and `path` are `comment.categories` and `.category_path`
     (the caller has them already); `model` and `timing` are ModelRef's and Timing's fields in
-    their order. Tests hold the bytes equal to `SkuMatchResult(...).model_dump_json()`."""
-    return orjson.dumps({
-        "id": record_id, "match": match, "score": score, "model": model,
-        "baseSkuName": comment.baseSkuName, "categories": categories,
-        "categoryPath": path, "timing": timing})
+    their order. Tests hold the bytes equal to `SkuMatchResult(...).model_dump_json()` (with
+    `recovered` left out when it is None: the key is there only on recovered comments)."""
+    result = {"id": record_id, "match": match, "score": score, "model": model,
+              "baseSkuName": comment.baseSkuName, "categories": categories,
+              "categoryPath": path, "timing": timing}
+    if comment.recovered is not None:
+        result["recovered"] = comment.recovered
+    return orjson.dumps(result)
 
 
 class DeadLetter(BaseModel):
@@ -229,7 +249,8 @@ def _not_an_object(parsed: object) -> RejectedRecord:
     )
 
 
-def _parse_fields(text: str, input_format: InputFormat, separator: str) -> dict[str, object]:
+def _parse_fields(text: str, input_format: InputFormat,
+                  separator: str) -> tuple[dict[str, object], Recovery | None]:
     stripped = text.strip()
     looks_json = stripped[:1] in ("{", "[")
     if input_format == "json" or (input_format == "auto" and looks_json):
@@ -239,7 +260,7 @@ def _parse_fields(text: str, input_format: InputFormat, separator: str) -> dict[
             raise RejectedRecord(Reason.INVALID_JSON, f"the value is not JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise _not_an_object(parsed)
-        return parsed
+        return parsed, None
     if input_format == "auto":
         # A bare JSON scalar (number, null, true, a quoted string) is not a delimited record.
         try:
@@ -248,14 +269,34 @@ def _parse_fields(text: str, input_format: InputFormat, separator: str) -> dict[
             pass
         else:
             raise _not_an_object(parsed)
+    return split_delimited(text, separator)
+
+
+def split_delimited(text: str, separator: str) -> tuple[dict[str, object], Recovery | None]:
+    """A delimited record's columns, rejoining a review that holds the separator (the rule is
+    `decode_comment`'s)."""
     columns = text.rstrip("\r\n").split(separator)
-    if len(columns) != len(COLUMNS):
-        raise RejectedRecord(
-            Reason.BAD_COLUMN_COUNT,
-            f"a delimited record needs {len(COLUMNS)} columns separated by {separator!r} "
-            f"({', '.join(COLUMNS)}), got {len(columns)}",
-        )
-    return dict(zip(COLUMNS, columns, strict=True))
+    extra = len(columns) - len(COLUMNS)
+    if extra == 0:
+        return dict(zip(COLUMNS, columns, strict=True)), None
+    expected = (f"a delimited record needs {len(COLUMNS)} columns separated by {separator!r} "
+                f"({', '.join(COLUMNS)}), got {len(columns)}")
+    if extra < 0:
+        raise RejectedRecord(Reason.BAD_COLUMN_COUNT, expected)
+    categories = columns[-len(CATEGORY_FIELDS):]
+    if columns[0] != DATA_TYPE:
+        doubt = f"the first is not {DATA_TYPE}"
+    elif any(not upper and lower for upper, lower in itertools.pairwise(categories)):
+        doubt = f"the last five ({', '.join(map(repr, categories))}) are not a category path"
+    else:
+        review = separator.join(columns[2:-len(CATEGORY_FIELDS)])
+        return dict(zip(COLUMNS, [*columns[:2], review, *categories], strict=True)), \
+            SEPARATOR_IN_REVIEW
+    raise RejectedRecord(
+        Reason.BAD_COLUMN_COUNT,
+        f"{expected}; the extra ones cannot all be reviewBody's, as {doubt}: the separator "
+        f"stands in another column (a SKU or category name) or the export has other columns. "
+        f"Send such records as JSON")
 
 
 def _validation_reason(exc: ValidationError) -> RejectedRecord:
@@ -277,7 +318,18 @@ def decode_comment(
     separator: str = ",",
     max_review_chars: int = 20_000,
 ) -> Comment:
-    """Bytes from the comment topic to a valid Comment, or RejectedRecord saying why not."""
+    """Bytes from the comment topic to a valid Comment, or RejectedRecord saying why not.
+
+    A delimited record (the job's serialize=1 joins the columns without quoting) with more
+    columns than eight is read as a review that holds the separator, the one free-text column,
+    when the first column is `COMMENT_LONG_TEXT` and the last five form a category path (no
+    level after an empty one): the columns from the third to the sixth-last are joined back
+    with the separator into reviewBody, and the comment is marked `recovered` =
+    `separator_in_review`; any other count is `bad_column_count`. The limit: a SKU (or
+    category) name that holds the separator cannot be told apart while the path still looks
+    like one (its tail would start the review); `streamapp load` refuses to send those rows
+    delimited. JSON has no such ambiguity.
+    """
     if not raw:
         raise RejectedRecord(Reason.EMPTY_VALUE, "the record has no value")
     # The size limit comes first so a huge value costs no decoding. A character takes at most
@@ -306,8 +358,8 @@ def decode_comment(
         raise RejectedRecord(Reason.INVALID_UTF8, f"the value is not UTF-8 text: {exc}") from None
     if not text.strip():
         raise RejectedRecord(Reason.EMPTY_VALUE, "the value is blank")
-    return validate_comment(_parse_fields(text, input_format, separator),
-                            max_review_chars=max_review_chars)
+    fields, recovered = _parse_fields(text, input_format, separator)
+    return validate_comment(fields, max_review_chars=max_review_chars).mark_recovered(recovered)
 
 
 def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_000) -> Comment:
@@ -352,3 +404,16 @@ def encode_delimited(comment: dict[str, object], separator: str = ",") -> str:
     """The delimited form the seed's job writes with serialize=1."""
     row = {"dataType": DATA_TYPE, **comment}
     return separator.join(str(row.get(c) or "") for c in COLUMNS)
+
+
+def separator_in_review(comment: dict[str, object], separator: str) -> bool:
+    """Whether the comment's delimited form needs `decode_comment`'s rejoining of reviewBody;
+    RejectedRecord when another column holds the separator, which no reader can place."""
+    for name in COLUMNS:
+        if name != "reviewBody" and separator in str(comment.get(name) or ""):
+            raise RejectedRecord(
+                Reason.BAD_COLUMN_COUNT,
+                f"the column {name!r} holds the separator {separator!r}: a delimited record "
+                f"cannot say where it ends (only a separator in reviewBody is read back); "
+                f"send it as JSON")
+    return separator in str(comment.get("reviewBody") or "")

@@ -1,4 +1,5 @@
-"""Kafka authentication and TLS from the settings, for the worker and the command-line clients.
+"""How to reach the brokers: addresses, authentication and TLS from the settings, for the
+worker and the command-line clients.
 
 Secrets come from the environment or a file (STREAMAPP_SASL_PASSWORD_FILE, e.g. a mounted
 Kubernetes secret) and are held as pydantic SecretStr, so they never appear in a repr or log.
@@ -15,6 +16,12 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import CredentialsT
 
 from streamapp.settings import Settings
+
+
+def bootstrap_servers(broker: str) -> str:
+    """`kafka://h1:9092,h2:9092` (STREAMAPP_BROKER's form) to aiokafka's `h1:9092,h2:9092`."""
+    hosts = [h.strip().split("://", 1)[-1] for h in broker.split(",") if h.strip()]
+    return ",".join(hosts)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

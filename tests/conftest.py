@@ -44,7 +44,7 @@ def start_worker(broker: EmbeddedBroker, tiny_model: Path,
     workers: list[WorkerProcess] = []
 
     def start(wait: bool = True, ready_topic: str = "streamapp-inference",
-              **settings: Any) -> WorkerProcess:
+              command: list[str] | None = None, **settings: Any) -> WorkerProcess:
         """Start a worker; with `wait`, return once it holds partitions of `ready_topic`."""
         n = len(workers)
         env = {
@@ -56,7 +56,7 @@ def start_worker(broker: EmbeddedBroker, tiny_model: Path,
             "torch_threads": "1",
         }
         env.update({k: str(v) for k, v in settings.items()})
-        worker = WorkerProcess(env, tmp_path / f"worker-{n}.log").start()
+        worker = WorkerProcess(env, tmp_path / f"worker-{n}.log", command=command).start()
         workers.append(worker)
         if wait:
             worker.wait_ready(timeout=120, topic=ready_topic)
@@ -107,6 +107,16 @@ def demo_rows(count: int, seed: int) -> list[dict[str, object]]:
     rows = list(generate_comments(count, seed=seed))
     for row in rows:
         row.pop("label")
+    return rows
+
+
+def comma_rows(count: int, seed: int) -> list[dict[str, object]]:
+    """Demo rows whose reviews use ASCII commas between clauses, as many real ones do: the
+    separator of the job's delimited records, which it does not quote."""
+    rows = [r for r in demo_rows(2 * count, seed) if "，" in str(r["reviewBody"])][:count]
+    for row in rows:
+        row["reviewBody"] = str(row["reviewBody"]).replace("，", ",")
+    assert len(rows) == count
     return rows
 
 

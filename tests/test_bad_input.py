@@ -31,8 +31,8 @@ def without(field: str) -> bytes:
     return orjson.dumps({k: v for k, v in VALID.items() if k != field})
 
 
-def delimited(columns: int) -> bytes:
-    values = [str(VALID.get(c, "")) for c in COLUMNS]
+def delimited(columns: int, **changes: str) -> bytes:
+    values = [str({**VALID, **changes}.get(c, "")) for c in COLUMNS]
     values = (values + ["extra"] * columns)[:columns]
     return ",".join(values).encode()
 
@@ -56,11 +56,13 @@ CORPUS: list[tuple[bytes, str | None]] = [
     (variant(reviewBody="好吃\x00的苹果"), "control_characters"),
     (variant(reviewBody="好吃\x07的苹果"), "control_characters"),
     (delimited(5), "bad_column_count"),
-    (delimited(11), "bad_column_count"),
+    # Extra columns after a three-level path: the last five are no path, nothing to rejoin.
+    (delimited(11, categoryFourthName="", categoryFifthName=""), "bad_column_count"),
     (variant(reviewBody="很好吃。" * 800_000), "too_large"),  # ~9.6 MB of UTF-8
     (b"\xef\xbb\xbf" + variant(), None),  # a UTF-8 byte-order mark: dropped
     (variant(reviewBody="🍎🍎 苹果超甜，𠀋𪚥𡈽 生僻字也认识 👍"), None),  # emoji, rare CJK
     (delimited(8), None),
+    (delimited(8, reviewBody="甜,脆,下次还买"), None),  # the separator in the review: rejoined
     (variant(reviewBody="坏掉的数据 ☠ 让模型崩溃"), "model_error"),
     (variant(reviewBody="☠"), "model_error"),
 ]
@@ -92,7 +94,8 @@ def test_bad_records_are_dead_lettered_and_their_neighbours_predicted(
         [(topic, value)] = outputs[record_id]
         if reason is None:
             assert topic == RESULTS, (raw[:80], value)
-            SkuMatchResult.model_validate(value)
+            result = SkuMatchResult.model_validate(value)
+            assert (result.recovered is None) == ("甜,".encode() not in raw), raw[:80]
             continue
         assert topic == DLQ, (raw[:80], value)
         letter = DeadLetter.model_validate(value)

@@ -137,6 +137,12 @@ def test_comment_value_filters_and_lines() -> None:
     with pytest.raises(RejectedRecord, match="blank"):
         comment_value(sku="可乐", review="   ")
     assert comment_value(text=" {broken ", check=False) == b"{broken"
+    # Delimited: a separator in the review is rejoined by the worker, in the SKU name it is not.
+    assert comment_value(sku="可乐", review="气很足|很好喝", output_format="delimited",
+                         separator="|") == "COMMENT_LONG_TEXT|可乐|气很足|很好喝|||||".encode()
+    with pytest.raises(RejectedRecord, match="'baseSkuName' holds the separator"):
+        comment_value(sku="可乐|330ml", review="气很足", output_format="delimited",
+                      separator="|")
 
     result: dict[str, Any] = {"id": "comments:0:1", "match": True, "score": 0.91,
                               "baseSkuName": "可乐", "categories": ["酒水饮料", "饮料"],

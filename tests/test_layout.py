@@ -113,3 +113,47 @@ def test_every_folder_says_what_lives_there() -> None:
         if path.name == "__init__.py":
             doc = ast.get_docstring(ast.parse(path.read_text()))
             assert doc and len(doc) > 40, f"{path.relative_to(ROOT)} needs a docstring"
+
+
+# What a package may not import, at run time (README "Development"): the model side knows
+# nothing of Kafka or Faust, the edges nothing of the worker, the data path nothing of the
+# programs around it.
+FORBIDDEN = {
+    "streamapp.serving": ("streamapp.pipeline", "streamapp.web", "streamapp.edges",
+                          "streamapp.application", "faust", "aiokafka", "mode"),
+    "streamapp.edges": ("streamapp.pipeline", "streamapp.web", "streamapp.serving",
+                        "streamapp.application"),
+    "streamapp.pipeline": ("streamapp.web", "streamapp.edges", "streamapp.cli"),
+    "streamapp.web": ("streamapp.edges", "streamapp.cli"),
+}
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module name imported at run time (this project's and third parties')."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_packages_import_only_what_their_layer_allows(package: str) -> None:
+    offences = []
+    for name, path in _modules().items():
+        if name == package or name.startswith(package + "."):
+            for imported in _all_imports(path):
+                bad = [f for f in FORBIDDEN[package]
+                       if imported == f or imported.startswith(f + ".")]
+                offences += [f"{name} imports {imported}" for _ in bad]
+    assert not offences, "\n".join(offences)

@@ -61,7 +61,7 @@ def rejects(tmp_path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in (tmp_path / "rejects.jsonl").read_bytes().splitlines()]
 
 
-@pytest.mark.parametrize("suffix", ["parquet", "csv", "csv.gz", "jsonl", "jsonl.gz"])
+@pytest.mark.parametrize("suffix", ["parquet", "orc", "csv", "csv.gz", "jsonl", "jsonl.gz"])
 def test_every_format_sends_each_row_as_the_jobs_json_comment(
     broker: EmbeddedBroker, tmp_path: Path, suffix: str
 ) -> None:
@@ -138,23 +138,35 @@ def test_column_mapping_can_be_overridden_for_other_exports(
                      dry_run=True), "unused")
 
 
-def test_delimited_output_with_a_separator_rejects_rows_that_would_shift_columns(
+def test_delimited_output_sends_reviews_holding_the_separator_and_says_how_many(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     rows = list(export_rows(40, seed=8))
-    rows[5]["review_body"] = "好吃|下次还买"  # holds the separator: its columns would shift
+    rows[5]["review_body"] = "好吃|下次还买"  # the worker joins its extra columns back
+    rows[9]["review_body"] = "|甜|脆|"
+    rows[7]["base_sku_name"] = "红富士|5斤装"  # no reader could tell where the SKU name ends
     path = write_export(tmp_path / "export.csv", rows)
 
     report = load(options(tmp_path, path, output_format="delimited", separator="|",
                           error_limit=5, topic="d"), broker.url)
 
-    assert (report.sent, report.rejected) == (39, 1)
+    assert (report.sent, report.rejected, report.separator_in_review) == (39, 1, 2)
     assert report.reasons == {"bad_column_count": 1}
-    assert rejects(tmp_path)[0]["row"] == 6
+    [refused] = rejects(tmp_path)
+    assert refused["row"] == 8 and "'baseSkuName' holds the separator '|'" in refused["error"]
+    assert "2 rows hold the separator in reviewBody" in report.summary()
+    assert "--format json avoids it" in report.summary()
+    assert report.as_dict()["separator_in_review"] == 2
     values = read_topic(broker.url, "d", 39)
     decoded = {decode_comment(v, input_format="delimited", separator="|") for v in values}
-    assert decoded == {expected_comment(r) for i, r in enumerate(rows) if i != 5}
+    assert {c.model_dump_json() for c in decoded} == {
+        expected_comment(r).model_dump_json() for i, r in enumerate(rows) if i != 7}
+    assert {c.reviewBody for c in decoded if c.recovered} == {"好吃|下次还买", "|甜|脆|"}
     assert all(v.startswith(b"COMMENT_LONG_TEXT|") for v in values)
+    # JSON output has no separator to hold: the same file goes out whole, nothing counted.
+    as_json = load(options(tmp_path, path, dry_run=True), "unused")
+    assert (as_json.sent, as_json.separator_in_review) == (40, 0)
+    assert "separator" not in as_json.summary()
 
 
 def write_with_bad_rows(tmp_path: Path, good: int) -> tuple[Path, Path, dict[str, int]]:
@@ -255,6 +267,40 @@ def test_reads_in_bounded_batches_and_sniffs_part_files_without_extensions(
     assert [c.file.name for c in chunks] == ["000000_0"] * 3 + ["000001_0"] * 2
     report = load(options(tmp_path, folder, batch_rows=1000, dry_run=True), "unused")
     assert (report.files, report.read, report.sent) == (2, 4000, 4000)
+
+
+def test_orc_hive_partition_directories_read_in_even_batches(tmp_path: Path) -> None:
+    """Hive's ORC table layout: partition directories, part files without an extension, and
+    stripes whose ends do not fall on batch boundaries."""
+    table = tmp_path / "longcomment_extract_api_unrecall"
+    for day, label, count in (("20240101", "unrecall", 2500), ("20240102", "unrecall", 700),
+                              ("20240101", "recall", 300)):
+        folder = table / f"dt={day}" / f"recall_label={label}"
+        folder.mkdir(parents=True)
+        rows = [{k: v for k, v in r.items() if k not in ("dt", "recall_label")}
+                for r in export_rows(count, seed=int(day[-1]) + len(label))]
+        write_export(folder / "000000_0.orc", rows, orc_stripe_bytes=64 << 10)
+        (folder / "000000_0.orc").rename(folder / "000000_0")
+    (table / "dt=20240101" / "_SUCCESS").write_text("")
+    import pyarrow.orc as pa_orc
+
+    assert pa_orc.ORCFile(table / "dt=20240101" / "recall_label=unrecall" / "000000_0") \
+        .nstripes > 1, "the test needs several stripes"
+
+    chunks = list(read_chunks(options(tmp_path, table, batch_rows=1000)))
+
+    assert [len(c.rows) for c in chunks] == [300, 1000, 1000, 500, 700]
+    assert [n for c in chunks[1:4] for n, _ in c.rows] == list(range(1, 2501))
+    report = load(options(tmp_path, table, dt="20240101", batch_rows=1000, dry_run=True),
+                  "unused")
+    assert (report.files, report.read, report.filtered, report.sent) == (3, 3500, 1000, 2500)
+    first = next(row for _, row in chunks[1].rows)
+    assert "dt" not in first, "dt comes from the directory, not a column"
+    broken = tmp_path / "broken" / "000000_0"
+    broken.parent.mkdir()
+    broken.write_bytes(b"ORC but cut short")
+    with pytest.raises(LoadError, match="cannot read it as orc"):
+        load(options(tmp_path, broken.parent, dry_run=True), "unused")
 
 
 def test_typed_parquet_columns_dates_and_ints(tmp_path: Path) -> None:

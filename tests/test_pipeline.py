@@ -16,6 +16,7 @@ from streamapp.records import DeadLetter, SkuMatchResult, encode_delimited
 from tests.conftest import (
     StartWorker,
     collect_outputs,
+    comma_rows,
     demo_rows,
     run_failing_worker,
     send,
@@ -53,7 +54,8 @@ def test_every_comment_gets_one_result_or_one_dead_letter(
 ) -> None:
     source = "streamapp-inference" if fanout == "true" else "comments"
     worker = start_worker(fanout=fanout, ready_topic=source)
-    rows = demo_rows(160, seed=11)
+    # The last 30 are delimited with commas in their reviews: joined back, marked recovered.
+    rows = demo_rows(160, seed=11) + comma_rows(30, seed=13)
     json_rows, delimited_rows = rows[:120], rows[120:]
     values = [orjson.dumps(r) for r in json_rows] + [
         encode_delimited(r).encode() for r in delimited_rows
@@ -84,6 +86,9 @@ def test_every_comment_gets_one_result_or_one_dead_letter(
         else:
             assert topic == RESULTS, value
             result = SkuMatchResult.model_validate(value)
+            recovered = ids.index(record_id) >= 160
+            assert result.recovered == ("separator_in_review" if recovered else None)
+            assert ("recovered" in value) == recovered  # the key only where it says something
             assert result.match == (result.score >= 0.5)
             assert result.model.name == "streamapp-demo-sku-match"
             assert result.timing.batch_size >= 1
@@ -91,13 +96,19 @@ def test_every_comment_gets_one_result_or_one_dead_letter(
     for record_id, row in rows_by_id.items():
         value = outputs[record_id][0][1]
         assert value["baseSkuName"] == row["baseSkuName"]
-        assert value["categories"][0] == row["categoryFirstName"]
+        assert value["categoryPath"] == "/".join(
+            str(row[f"category{n}Name"]) for n in ("First", "Second", "Third", "Fourth", "Fifth")
+            if row[f"category{n}Name"])
 
     # The tables count what was sent, per first-level category, and every dead letter.
     expected = Counter(str(r["categoryFirstName"]) for r in rows)
     wait_until(lambda: category_totals([worker]) == expected, 30, "table counts")
+    # Recoveries are counted like dead letters, in the tables: maybe another stats partition.
+    wait_until(lambda: worker.stats()["recovered"] == {"separator_in_review": 30}, 30,
+               "the recovered count")
     stats = worker.stats()
     assert stats["dead_letters"] == Counter(reason for _, reason in BROKEN)
+    assert stats["totals"]["recovered"] == stats["agents"]["recovered"] == 30
     assert stats["agents"]["records"] == len(rows)
     assert stats["agents"]["mean_batch_size"] > 1
 

@@ -26,6 +26,7 @@ from streamapp.records import (
     encode_delimited,
     original_value,
     result_json,
+    separator_in_review,
 )
 
 ROW: dict[str, str] = {
@@ -164,9 +165,9 @@ REJECTIONS: list[tuple[str, bytes | None, str]] = [
     ("NUL SKU name", as_json(baseSkuName="苹果\x00"), Reason.CONTROL_CHARACTERS),
     ("delimited NUL review", as_delimited(reviewBody="a\x00b"), Reason.CONTROL_CHARACTERS),
     ("delimited 7 columns", b",".join(as_delimited().split(b",")[:7]), Reason.BAD_COLUMN_COUNT),
+    # An extra column after a three-level path leaves a gap in the last five: not a review's.
     ("delimited 9 columns", as_delimited() + b",extra", Reason.BAD_COLUMN_COUNT),
     ("delimited one column", b"just some words", Reason.BAD_COLUMN_COUNT),
-    ("separator in review", as_delimited(reviewBody="甜, 脆"), Reason.BAD_COLUMN_COUNT),
     ("other dataType", as_json(dataType="COMMENT_SHORT_TEXT"), Reason.UNSUPPORTED_DATA_TYPE),
     ("lowercase dataType", as_json(dataType=DATA_TYPE.lower()), Reason.UNSUPPORTED_DATA_TYPE),
     ("delimited other dataType", as_delimited(dataType="ORDER"), Reason.UNSUPPORTED_DATA_TYPE),
@@ -523,7 +524,7 @@ def test_result_json_is_the_result_models_own_json(row: dict[str, str],
         id="comments:1:42", match=True, score=0.8125, model=ModelRef(name="demo", version="3"),
         baseSkuName=comment.baseSkuName, categories=comment.categories,
         categoryPath=comment.category_path, timing=Timing(**timing))
-    assert fast == built.model_dump_json().encode()
+    assert fast == built.model_dump_json(exclude={"recovered"}).encode()
     assert SkuMatchResult.model_validate_json(fast) == built
 
 
@@ -536,3 +537,77 @@ def test_decoding_from_bytes_and_from_text_agree() -> None:
     with pytest.raises(RejectedRecord) as broken:
         decode_comment(b'{"baseSkuName": "\xff"}')
     assert broken.value.reason == Reason.INVALID_UTF8
+
+
+# --- a review that holds the separator (serialize=1 does not quote) -----------------------
+
+
+@pytest.mark.parametrize("sep", [",", "|", "|+|"])
+@pytest.mark.parametrize("review", ["甜,脆", "甜,脆,多汁,好评!", ",开头就是逗号", "结尾是逗号,",
+                                    "苹果,,很甜"])
+@pytest.mark.parametrize("path", [3, 5, 0])
+def test_a_review_holding_the_separator_is_rejoined_and_marked(sep: str, review: str,
+                                                               path: int) -> None:
+    review = review.replace(",", sep)
+    categories = {name: (f"类{i}" if i < path else "") for i, name in
+                  enumerate(COLUMNS[3:])}
+    comment = decode_comment(as_delimited(sep, reviewBody=review, **categories), separator=sep)
+    assert comment.model_dump() == {**ROW, "reviewBody": review, **categories}
+    assert comment.recovered == "separator_in_review"
+    assert decode_comment(as_delimited(sep), separator=sep).recovered is None
+    assert decode_comment(as_json(reviewBody=review)).recovered is None
+
+
+@pytest.mark.parametrize(
+    ("why", "raw", "words"),
+    [
+        ("no dataType to anchor on", as_delimited(dataType="", reviewBody="甜,脆"),
+         "the first is not COMMENT_LONG_TEXT"),
+        ("another dataType", as_delimited(dataType="ORDER", reviewBody="甜,脆"),
+         "the first is not COMMENT_LONG_TEXT"),
+        # A column after a three-level path: the last five are not a path.
+        ("extra column", as_delimited() + b",x", "not a category path"),
+        ("a gap in the path", as_delimited(reviewBody="甜,脆", categorySecondName=""),
+         "not a category path"),
+    ],
+)
+def test_extra_columns_that_cannot_be_the_reviews_are_dead_lettered(why: str, raw: bytes,
+                                                                    words: str) -> None:
+    error = rejected(raw)
+    assert error.reason == Reason.BAD_COLUMN_COUNT, why
+    assert words in error.error and "got 9" in error.error and "JSON" in error.error
+
+
+def test_the_limit_a_sku_or_category_name_holding_the_separator_is_misread() -> None:
+    """What the rule cannot see (README): a SKU name's tail is taken for the review's start, a
+    category's head for its end. The loader refuses to send such rows delimited."""
+    comment = decode_comment(as_delimited(baseSkuName="苹果,5斤装"))
+    assert (comment.baseSkuName, comment.recovered) == ("苹果", "separator_in_review")
+    assert comment.reviewBody == "5斤装," + ROW["reviewBody"]
+    comment = decode_comment(as_delimited(categorySecondName="水果,鲜果"))
+    assert comment.reviewBody == ROW["reviewBody"] + ",生鲜"
+    assert comment.categories == ["水果", "鲜果", "苹果"]
+    with pytest.raises(RejectedRecord) as refused:
+        separator_in_review({**ROW, "baseSkuName": "苹果,5斤装"}, ",")
+    assert refused.value.reason == Reason.BAD_COLUMN_COUNT
+    assert "'baseSkuName' holds the separator" in refused.value.error
+    assert separator_in_review({**ROW, "reviewBody": "甜,脆"}, ",") is True
+    assert separator_in_review(ROW, ",") is False
+
+
+def test_a_recovered_result_says_so_in_its_json() -> None:
+    comment = decode_comment(as_delimited(reviewBody="甜,脆"))
+    timing = {"source_ts": None, "queued_ms": 0.0, "compute_ms": 1.0, "batch_started_at": 1,
+              "batch_size": 1, "predicted_at": 2}
+    fast = result_json("comments:0:1", comment, comment.categories, comment.category_path,
+                       score=0.5, match=True, model={"name": "m", "version": "1"},
+                       timing=timing)
+    built = SkuMatchResult(
+        id="comments:0:1", match=True, score=0.5, model=ModelRef(name="m", version="1"),
+        baseSkuName=comment.baseSkuName, categories=comment.categories,
+        categoryPath=comment.category_path, timing=Timing(**timing),
+        recovered="separator_in_review")
+    assert fast == built.model_dump_json().encode()
+    assert orjson.loads(fast)["recovered"] == "separator_in_review"
+    with pytest.raises(ValidationError):
+        SkuMatchResult.model_validate({**orjson.loads(fast), "recovered": "guessed"})

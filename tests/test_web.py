@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ from streamapp.pipeline.stats import (
     WorkerStats,
 )
 from streamapp.processes import WorkerProcess
+from streamapp.records import encode_delimited
 from streamapp.web.metrics import PrometheusMetrics
 from streamapp.web.views import merge_stats
-from tests.conftest import StartWorker, collect_outputs, demo_rows, send, wait_until
+from tests.conftest import StartWorker, collect_outputs, comma_rows, demo_rows, send, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -149,7 +151,7 @@ def screenshot(driver: Any, path: Path) -> None:
 def check_page_against(driver: Any, stats: dict[str, Any]) -> None:
     """What the page draws equals what /api/stats says (both read after the run settled)."""
     totals = stats["totals"]
-    for key in ("seen", "predicted", "matched", "dead_letters"):
+    for key in ("seen", "predicted", "matched", "dead_letters", "recovered"):
         assert attr(driver, f'[data-kpi="{key}"]') == [str(totals[key])], key
     for name, entry in stats["categories"].items():
         row = f'#table-categories tr[data-category="{name}"]'
@@ -251,6 +253,7 @@ def _worker_stats(url: str, minutes: list[int], seen: int, batch: int) -> dict[s
             "agents": stats.snapshot(), **window.describe(span), "minutes": minutes,
             "categories": {"生鲜": entry}, "category_paths": {"生鲜/水果": entry},
             "dead_letters": {"invalid_json": 1}, "dead_letters_latest": [],
+            "recovered": {"separator_in_review": batch},
             "lag": {"total": 2, "partitions": [{"topic": "t", "partition": batch, "lag": 2}]}}
 
 
@@ -264,6 +267,8 @@ def test_merge_stats_adds_workers_up() -> None:
     assert fresh["last_minute"]["seen"] == 2
     assert merged["totals"]["seen"] == 12 and merged["totals"]["dead_letters"] == 2
     assert merged["dead_letters"] == {"invalid_json": 2}
+    assert merged["recovered"] == {"separator_in_review": 20}
+    assert merged["totals"]["recovered"] == 20
     assert merged["agents"]["records"] == 20 and merged["agents"]["batches"] == 2
     assert merged["batching"]["batch_size"]["buckets"] == [[4.0, 1], [16.0, 1]]
     assert merged["latency"]["queue_ms"]["count"] == 20
@@ -275,8 +280,11 @@ def test_merge_stats_adds_workers_up() -> None:
 def test_prometheus_metrics_from_batch_reports() -> None:
     registry = CollectorRegistry()
     stats = WorkerStats(listeners=[PrometheusMetrics(registry)])
-    stats.on_batch(report(10, tokens=100, padded_tokens=160))
+    batch = report(10, tokens=100, padded_tokens=160)
+    stats.on_batch(replace(batch, counts=[*batch.counts,
+                                          ("recovered:separator_in_review", {"seen": 3})]))
     stats.on_dead_letter("comments:0:1", "too_large", "too long")
+    assert stats.snapshot()["recovered"] == 3
     from prometheus_client import generate_latest
 
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry)
@@ -291,6 +299,7 @@ def test_prometheus_metrics_from_batch_reports() -> None:
                     (("category", "生鲜"), ("outcome", "not_matched")))] == 5
     assert samples[("streamapp_tokens_total", (("kind", "padding"),))] == 60
     assert samples[("streamapp_dead_letters_total", (("reason", "too_large"),))] == 1
+    assert samples[("streamapp_recovered_total", (("kind", "separator_in_review"),))] == 3
 
 
 def test_interval_description_round_trip() -> None:
@@ -313,10 +322,14 @@ def test_dashboard_api_and_metrics_show_a_running_worker(
 ) -> None:
     worker = start_worker()
     rows = demo_rows(240, seed=21)
-    ids = send(broker, [orjson.dumps(r) for r in rows] + BROKEN)
+    commas = comma_rows(6, seed=23)  # delimited, a comma in the review: rejoined, recovered
+    ids = send(broker, [orjson.dumps(r) for r in rows] + BROKEN
+               + [encode_delimited(r).encode() for r in commas])
+    rows += commas
     outputs = collect_outputs(broker.url, ["sku-matches", "comments-dlq"], set(ids), settle=0.5)
     assert set(outputs) == set(ids)
     wait_until(lambda: _settled(worker, len(rows), len(BROKEN)), 30, "the tables to count all")
+    wait_until(lambda: worker.stats()["totals"]["recovered"] == 6, 30, "the recovered count")
 
     # /api/stats: the old keys, and the new ones holding the run's real numbers.
     stats = get_json(worker, "/api/stats")
@@ -324,6 +337,7 @@ def test_dashboard_api_and_metrics_show_a_running_worker(
     expected = Counter(str(r["categoryFirstName"]) for r in rows)
     assert {name: e["seen"] for name, e in stats["categories"].items()} == expected
     assert stats["dead_letters"] == BROKEN_REASONS
+    assert stats["recovered"] == {"separator_in_review": 6}
     assert {d["reason"] for d in stats["dead_letters_latest"]} == set(BROKEN_REASONS)
     agents, batching, latency = stats["agents"], stats["batching"], stats["latency"]
     assert agents["records"] == batching["records"] == len(rows)
@@ -373,6 +387,9 @@ def test_dashboard_api_and_metrics_show_a_running_worker(
     dead = {s.labels["reason"]: s.value for s in families["streamapp_dead_letters"].samples
             if s.name.endswith("_total")}
     assert dead == BROKEN_REASONS
+    recovered = {s.labels["kind"]: s.value for s in families["streamapp_recovered"].samples
+                 if s.name.endswith("_total")}
+    assert recovered == {"separator_in_review": 6}
     model_info = families["streamapp_model_info"].samples[0].labels
     assert model_info["version"] == stats["model"]["version"]
     assert any(name.startswith("faust_") for name in families)

@@ -11,8 +11,32 @@ import click
 
 from streamapp.cli import edges, tools
 
+# sysexits.h EX_UNAVAILABLE: a service the command needs is not there.
+EXIT_BROKER_UNREACHABLE = 69
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(click.Group):
+    """Every command that talks to Kafka ends the same way when the broker is not there: one
+    line naming STREAMAPP_BROKER and its address, exit status 69, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from streamapp.connect import is_unreachable, quiet_bootstrap, unreachable
+
+        try:
+            with quiet_bootstrap():
+                return super().invoke(ctx)
+        except Exception as exc:
+            from streamapp.settings import Settings
+
+            if not is_unreachable(exc):
+                raise
+            broker = Settings.from_env().broker  # valid: the command read it before
+            click.echo(f"streamapp {ctx.invoked_subcommand}: {unreachable(broker, exc)}",
+                       err=True)
+            sys.exit(EXIT_BROKER_UNREACHABLE)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """SKU-match predictions for grocery reviews, streamed with Faust and Kafka."""
 

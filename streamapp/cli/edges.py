@@ -44,7 +44,7 @@ def _settings() -> Settings:
 @click.option("--map", "mappings", multiple=True, metavar="FIELD=COLUMN",
               help="read FIELD (baseSkuName, reviewBody, categoryFirstName.., dt, "
                    "recall_label) from another source column; repeatable")
-@click.option("--input-format", type=click.Choice(["parquet", "csv", "jsonl"]),
+@click.option("--input-format", type=click.Choice(["parquet", "orc", "csv", "jsonl"]),
               help="[default: from the extension, else from the content]")
 @click.option("--csv-delimiter", default=",", show_default=True, help="of CSV input")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -62,7 +62,7 @@ def load(path: Path, dt: str | None, recall_label: str, output_format: str, sepa
          as_json: bool) -> None:
     """Send an exported comment table to the comment topic, as the seed's hive2mafka job does.
 
-    PATH is a Parquet, CSV or JSON Lines file (gzip or not) or a directory of part files.
+    PATH is a Parquet, ORC, CSV or JSON Lines file (gzip or not) or a directory of part files.
     Exit status: 0 done, 1 unreadable input, 3 over the error limit.
     """
     import orjson

@@ -92,13 +92,19 @@ def run_quickstart(port: int = 9092, rate: float = 20.0) -> int:
                   "Ctrl-C stops everything\n", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_run(broker.url, settings, rate))
+            print("\nstopping: feed and printer stopped", flush=True)
         except (RuntimeError, TimeoutError) as exc:
             print(f"the worker did not start: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("\nstopping before the worker was ready", flush=True)
         finally:
-            worker.stop(timeout=30)
+            # Clients first, the broker last (it stops when the `with` ends): a broker that goes
+            # before its clients makes them log connection errors.
+            code = worker.stop(timeout=30)
             shutil.rmtree(datadir, ignore_errors=True)
-    print("stopped", flush=True)
+        print(f"stopping: worker stopped (exit status {code})", flush=True)
+    print(f"stopping: broker stopped; the worker's log is {worker.log_path}", flush=True)
     return 0
 
 

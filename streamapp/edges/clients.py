@@ -25,17 +25,11 @@ from streamapp.records import InputFormat
 def connection(broker: str) -> dict[str, Any]:
     """aiokafka's connection arguments: the bootstrap servers, plus the TLS/SASL settings of
     the environment (STREAMAPP_SECURITY_PROTOCOL, ...), the same the worker uses."""
-    from streamapp.security import aiokafka_security
+    from streamapp.security import aiokafka_security, bootstrap_servers
     from streamapp.settings import Settings
 
     return {"bootstrap_servers": bootstrap_servers(broker),
             **aiokafka_security(Settings.from_env())}
-
-
-def bootstrap_servers(broker: str) -> str:
-    """`kafka://h1:9092,h2:9092` (STREAMAPP_BROKER's form) to aiokafka's `h1:9092,h2:9092`."""
-    hosts = [h.strip().split("://", 1)[-1] for h in broker.split(",") if h.strip()]
-    return ",".join(hosts)
 
 
 @contextlib.asynccontextmanager
@@ -44,15 +38,24 @@ async def open_producer(broker: str, *, max_batch_size: int = 256 * 1024,
     producer = AIOKafkaProducer(**connection(broker), linger_ms=5,
                                 max_batch_size=max_batch_size,
                                 max_request_size=max_request_size)
+    async with started(producer):
+        yield producer
+
+
+@contextlib.asynccontextmanager
+async def started(client: Any) -> AsyncIterator[None]:
+    """An aiokafka producer, consumer or admin client, started, and stopped at the end; a
+    failed start closes it too (else it is left half-open, and reported "Unclosed")."""
+    stop = getattr(client, "stop", None) or client.close
     try:
-        await producer.start()
+        await client.start()
     except BaseException:
-        await producer.stop()  # a failed start leaves a half-open client behind
+        await stop()
         raise
     try:
-        yield producer
+        yield
     finally:
-        await producer.stop()
+        await stop()
 
 
 async def send_all(producer: AIOKafkaProducer, topic: str, values: Iterable[bytes],
@@ -89,8 +92,7 @@ async def follow(
         auto_offset_reset="earliest" if from_beginning else "latest",
         fetch_max_wait_ms=100,
     )
-    await consumer.start()
-    try:
+    async with started(consumer):
         last = time.monotonic()
         while True:
             batch = await consumer.getmany(timeout_ms=200)
@@ -103,8 +105,6 @@ async def follow(
                 return
             if stop is not None and stop():
                 return
-    finally:
-        await consumer.stop()
 
 
 
@@ -163,7 +163,13 @@ def comment_value(*, sku: str | None = None, review: str | None = None,
     delimited, as it would sit on the topic). Checked with the worker's own decoder and its
     settings (`input_format`, `separator`) unless `check` is off (to send a broken record on
     purpose); raises RejectedRecord."""
-    from streamapp.records import CATEGORY_FIELDS, DATA_TYPE, decode_comment, encode_delimited
+    from streamapp.records import (
+        CATEGORY_FIELDS,
+        DATA_TYPE,
+        decode_comment,
+        encode_delimited,
+        separator_in_review,
+    )
 
     if text is None:
         if len(categories) > len(CATEGORY_FIELDS):
@@ -171,8 +177,12 @@ def comment_value(*, sku: str | None = None, review: str | None = None,
         record: dict[str, object] = {"dataType": DATA_TYPE, "baseSkuName": sku or "",
                                      "reviewBody": review or ""}
         record.update(itertools.zip_longest(CATEGORY_FIELDS, categories, fillvalue=""))
-        raw = (orjson.dumps(record) if output_format == "json"
-               else encode_delimited(record, separator).encode())
+        if output_format == "json":
+            raw = orjson.dumps(record)
+        else:
+            if check:  # the worker would misplace a SKU or category name holding it
+                separator_in_review(record, separator)
+            raw = encode_delimited(record, separator).encode()
     else:
         raw = text.strip().encode()
     if check:
@@ -247,9 +257,7 @@ async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Seq
     consumer = AIOKafkaConsumer(**connection(broker), group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=100)
     admin = AIOKafkaAdminClient(**connection(broker))
-    await consumer.start()
-    await admin.start()
-    try:
+    async with started(consumer), started(admin):
         positions: dict[TopicPartition, int] = {}
         await _assign_new(consumer, admin, output_topics, positions, at_end=True)
         [metadata] = await produce(broker, comments_topic, [value])
@@ -270,6 +278,3 @@ async def ask(broker: str, comments_topic: str, value: bytes, output_topics: Seq
                 await _assign_new(consumer, admin, output_topics, positions, at_end=False)
                 next_refresh = time.monotonic() + 1.0
         return record_id, None
-    finally:
-        await admin.close()
-        await consumer.stop()

@@ -1,6 +1,6 @@
 """`streamapp load`: the seed's Hive-to-Kafka job (hive2mafka) as a command.
 
-Reads an exported comment table (Parquet, CSV or JSON Lines, gzip or not, one file or a
+Reads an exported comment table (Parquet, ORC, CSV or JSON Lines, gzip or not, one file or a
 directory of part files) in bounded batches, keeps the rows of the job's WHERE clause
 (`dt`, `recall_label='unrecall'`), maps the source columns as its SELECT does, and sends each row
 as a comment (JSON or delimited). Every value sent has passed the worker's own decoder
@@ -41,6 +41,7 @@ from streamapp.records import (
     decode_comment,
     encode_delimited,
     original_value,
+    separator_in_review,
     validate_comment,
 )
 
@@ -80,6 +81,9 @@ class LoadReport:
     dry_run: bool = False
     rejects_path: str = ""
     reasons: Counter[str] = field(default_factory=Counter)
+    # Delimited output: rows whose reviewBody holds the separator (sent; the worker rejoins
+    # them); a separator in another column rejects the row (bad_column_count).
+    separator_in_review: int = 0
 
     @property
     def checked(self) -> int:
@@ -111,6 +115,11 @@ class LoadReport:
             text += "\n  rejects: " + ", ".join(f"{r} {n}" for r, n in
                                                 self.reasons.most_common())
             text += f" (see {self.rejects_path})"
+        if self.separator_in_review:
+            text += (f"\n  {self.separator_in_review:,} rows hold the separator in reviewBody: "
+                     f"delimited records are ambiguous there; the worker joins the extra "
+                     f"columns back into the review (results marked recovered). --format "
+                     f"json avoids it")
         if self.debug_sent:
             text += f"\n  a copy of the first {self.debug_sent} on the debug topic"
         return text
@@ -141,6 +150,7 @@ class RowEncoder:
     def __init__(self, options: LoadOptions) -> None:
         self.options = options
         self.fields = [(name, options.mapping[name]) for name in COLUMNS[1:]]
+        self.separator_in_review = 0  # delimited rows sent that the worker has to rejoin
 
     def keep(self, row: Mapping[str, Any], partitions: Mapping[str, str]) -> bool:
         """The job's WHERE clause."""
@@ -173,10 +183,12 @@ class RowEncoder:
         validate_comment(record, max_review_chars=options.max_review_chars)
         if options.output_format == "json":
             return orjson.dumps(record)
+        # A separator in reviewBody is rejoined by the worker; in another column it is not.
+        in_review = separator_in_review(record, options.separator)
         value_text = encode_delimited(record, options.separator).encode()
-        # A separator or a line break inside a field would shift the columns.
         decode_comment(value_text, input_format="delimited", separator=options.separator,
                        max_review_chars=options.max_review_chars)
+        self.separator_in_review += in_review
         return value_text
 
 
@@ -273,7 +285,9 @@ def _checked_chunks(options: LoadOptions, report: LoadReport,
         partitions = partitions_by_file.get(chunk.file)
         if partitions is None:
             partitions = partitions_by_file[chunk.file] = partition_values(chunk.file)
-        yield _check_chunk(chunk, encoder, partitions, report, rejects), len(chunk.rows)
+        values = _check_chunk(chunk, encoder, partitions, report, rejects)
+        report.separator_in_review = encoder.separator_in_review
+        yield values, len(chunk.rows)
 
 
 class _Sender:

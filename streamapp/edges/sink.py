@@ -24,7 +24,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from streamapp.edges.clients import connection
+from streamapp.edges.clients import connection, started
 from streamapp.records import SkuMatchResult
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ async def run_sink(broker: str, db: Database, *, topic: str, group: str = DEFAUL
         session_timeout_ms=int(session_timeout * 1000),
         heartbeat_interval_ms=max(100, int(session_timeout * 1000) // 5))
     stats = SinkStats()
-    await consumer.start()
-    try:
+    async with started(consumer):
         last = time.monotonic()
         while not (stop is not None and stop()):
             batch = await consumer.getmany(timeout_ms=500, max_records=batch_size)
@@ -191,8 +190,6 @@ async def run_sink(broker: str, db: Database, *, topic: str, group: str = DEFAUL
             stats.batches += 1
             if on_batch is not None:
                 on_batch(stats)
-    finally:
-        await consumer.stop()
     return stats
 
 

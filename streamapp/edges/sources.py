@@ -1,5 +1,5 @@
-"""Reading an exported comment table: Parquet, CSV or JSON Lines (gzip or not), one file or
-a directory of part files with Hive partition directories (`dt=20260101/`), in bounded
+"""Reading an exported comment table: Parquet, ORC, CSV or JSON Lines (gzip or not), one file
+or a directory of part files with Hive partition directories (`dt=20260101/`), in bounded
 batches of raw rows. What the rows become is `streamapp.edges.loader`'s business."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -15,6 +15,8 @@ from typing import IO, Any, Literal
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.dataset as pa_ds
+import pyarrow.orc as pa_orc
 import pyarrow.parquet as pq
 
 from streamapp.records import (
@@ -23,7 +25,7 @@ from streamapp.records import (
     RejectedRecord,
 )
 
-SourceFormat = Literal["parquet", "csv", "jsonl"]
+SourceFormat = Literal["parquet", "orc", "csv", "jsonl"]
 OutputFormat = Literal["json", "delimited"]
 
 # The job's SELECT: record field <- source column; `dt` and `recall_label` feed its WHERE.
@@ -39,6 +41,7 @@ REQUIRED_FIELDS = ("baseSkuName", "reviewBody")
 
 _EXTENSIONS: dict[str, SourceFormat] = {
     ".parquet": "parquet", ".pq": "parquet",
+    ".orc": "orc",
     ".csv": "csv",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }
@@ -109,6 +112,8 @@ def detect_format(path: Path) -> SourceFormat:
         head = fh.read(4)
     if head == b"PAR1":
         return "parquet"
+    if head[:3] == b"ORC":  # Hive's ORC part files (000000_0) start with it
+        return "orc"
     with _open_text_source(path) as fh:
         start = fh.read(4096).lstrip()
     if start.startswith(b"{"):
@@ -163,10 +168,32 @@ def _read_parquet(path: Path, options: LoadOptions,
                   partitions: Mapping[str, str]) -> Iterator[list[RawRow]]:
     source = pq.ParquetFile(path)
     columns = _check_columns(path, source.schema_arrow.names, options, partitions)
+    yield from _numbered(source.iter_batches(batch_size=options.batch_rows, columns=columns),
+                         options.batch_rows)
+
+
+def _read_orc(path: Path, options: LoadOptions,
+              partitions: Mapping[str, str]) -> Iterator[list[RawRow]]:
+    # The dataset scanner reads a stripe at a time and cuts it into batches (ORCFile.read
+    # would read the whole file); its batches end at stripe ends, so _numbered evens them.
+    columns = _check_columns(path, pa_orc.ORCFile(path).schema.names, options, partitions)
+    scanner = pa_ds.dataset(path, format="orc").scanner(
+        columns=columns, batch_size=options.batch_rows, use_threads=False, batch_readahead=2)
+    yield from _numbered(scanner.to_batches(), options.batch_rows)
+
+
+def _numbered(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[list[RawRow]]:
+    """Numbered rows, `size` at a time (the last fewer), whatever sizes the batches have."""
+    pending: list[dict[str, Any]] = []
     number = 0
-    for batch in source.iter_batches(batch_size=options.batch_rows, columns=columns):
-        yield [(number + i, row) for i, row in enumerate(_batch_rows(batch), start=1)]
-        number += batch.num_rows
+    for batch in batches:
+        pending += _batch_rows(batch)
+        while len(pending) >= size:
+            yield [(number + i, row) for i, row in enumerate(pending[:size], start=1)]
+            number += size
+            del pending[:size]
+    if pending:
+        yield [(number + i, row) for i, row in enumerate(pending, start=1)]
 
 
 def _batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
@@ -255,7 +282,7 @@ def _read_jsonl(path: Path, options: LoadOptions,
 
 _READERS: dict[SourceFormat, Callable[[Path, LoadOptions, Mapping[str, str]],
                                       Iterator[list[RawRow]]]] = {
-    "parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl,
+    "parquet": _read_parquet, "orc": _read_orc, "csv": _read_csv, "jsonl": _read_jsonl,
 }
 
 
@@ -271,9 +298,16 @@ def read_chunks(options: LoadOptions) -> Iterator[Chunk]:
             raise LoadError(f"{path}: cannot read it as {fmt}: {exc}") from None
 
 
+_COUNTERS: dict[str, Callable[[Path], int]] = {
+    "parquet": lambda path: pq.ParquetFile(path).metadata.num_rows,
+    "orc": lambda path: pa_orc.ORCFile(path).nrows,
+}
+
+
 def total_rows(options: LoadOptions) -> int | None:
-    """Known up front for Parquet only (from the footers); None otherwise."""
+    """Known up front for Parquet and ORC (from the footers); None otherwise."""
     files = list_files(options.path)
-    if any((options.source_format or detect_format(p)) != "parquet" for p in files):
+    formats = [options.source_format or detect_format(p) for p in files]
+    if any(fmt not in _COUNTERS for fmt in formats):
         return None
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    return sum(_COUNTERS[fmt](path) for fmt, path in zip(formats, files, strict=True))

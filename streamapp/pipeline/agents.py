@@ -61,6 +61,8 @@ async def ingest_one(app: StreamApp, record: Incoming) -> None:
                                record.value, record.timestamp_ms)
         return
     payload = {"id": record_id, "ts": source_ts, "comment": comment.model_dump()}
+    if comment.recovered is not None:
+        payload["recovered"] = comment.recovered
     await produce(app, app.inference_topic, record_id, orjson.dumps(payload))
 
 
@@ -89,6 +91,7 @@ def register(app: StreamApp) -> None:
     if settings.fanout:
         @app.agent(app.comments_topic, name="ingest")
         async def ingest(stream: StreamT[Any]) -> None:
+            """Decode and validate comments: to the inference topic by id, or dead letters."""
             async for event in stream.events():
                 try:
                     await ingest_one(app, incoming(event))
@@ -120,6 +123,7 @@ def register(app: StreamApp) -> None:
 
     @app.agent(app.stats_topic, name="tally")
     async def tally(stream: StreamT[Any]) -> None:
+        """Add each batch's counts to the tables totals and per-minute."""
         async for event in stream.events():
             offset = event.message.offset
             for name, counts in stats_entries(event.key, event.value).items():
@@ -132,8 +136,6 @@ def register(app: StreamApp) -> None:
             if app.models is not None:
                 await app.models.maybe_reload()
 
-    app.on_worker_init.connect(_load_model)
-
 
 def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> None:
     """The Faust inference agent: micro-batches of `source` with `take_events`."""
@@ -142,6 +144,7 @@ def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> Non
 
     @app.agent(source, name="infer")
     async def infer(stream: StreamT[Any]) -> None:
+        """Batches of comments through the model: results, dead letters, counts to stats."""
         pipeline = BatchPipeline(app, decode, settings.pipeline_depth)
         try:
             async for events in stream.take_events(settings.batch_size, within=within):
@@ -155,30 +158,3 @@ def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> Non
             # Let batches in flight produce their outputs and ack (shutdown, rebalance).
             await asyncio.shield(pipeline.drain())
 
-
-def _load_model(app: StreamApp, **kwargs: Any) -> None:
-    """Load the model before the worker consumes anything; a bad model stops it here."""
-    from streamapp.serving.engine import InferenceEngine
-    from streamapp.serving.formats.huggingface import ModelLoadError
-    from streamapp.serving.handlers.contract import HandlerError
-    from streamapp.serving.manager import ModelManager
-
-    settings = app.settings
-    if settings.uses_demo_model and not (settings.model_dir / "config.json").exists():
-        from streamapp.demo.model import build_demo_model
-
-        log.warning("no model configured and no demo model at %s: building it (about a "
-                    "minute)", settings.model_dir)
-        build_demo_model(settings.model_dir, log=log.info)
-    try:
-        manager = ModelManager(settings)
-        loaded = manager.load_initial()
-    except (ModelLoadError, HandlerError) as exc:
-        print(f"streamapp: cannot start: {exc}", flush=True)
-        log.critical("cannot start: %s", exc)
-        raise SystemExit(2) from None
-    app.models = manager
-    app.engine = InferenceEngine(max_batch=settings.batch_size)
-    log.info("model %s version %s loaded from %s on %s (%s)%s", loaded.name, loaded.version,
-             loaded.path, loaded.device, loaded.dtype,
-             "" if loaded.batch else ", handler called per record")

@@ -93,7 +93,8 @@ def decode_fanned_out(app: StreamApp, record: Incoming) -> Decoded:
     """A record of the inference topic, written by the ingest agent."""
     try:
         payload = orjson.loads(record.value or b"")
-        return payload["id"], payload.get("ts"), Comment.model_validate(payload["comment"])
+        comment = Comment.model_validate(payload["comment"])
+        return payload["id"], payload.get("ts"), comment.mark_recovered(payload.get("recovered"))
     except Exception as exc:  # only a foreign producer writes anything else here
         raise RejectedRecord(Reason.INVALID_JSON,
                              f"not a streamapp inference record: {exc}") from None
@@ -140,10 +141,14 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
     items: list[Decoded] = []
     for record in records:
         try:
-            items.append(decode(app, record))
+            decoded = decode(app, record)
         except RejectedRecord as rejected:
             await send_dead_letter(app, record.id, rejected.reason, rejected.error,
                                    record.value, record.timestamp_ms, tally)
+            continue
+        items.append(decoded)
+        if decoded[2].recovered is not None:
+            tally.add_recovered(decoded[2].recovered)
     timing = BatchTiming()
     outcomes = await app.engine.score(model, [_request(c) for _, _, c in items], timing)
     finished = time.time()

@@ -13,7 +13,8 @@ are with the producer; a commit first flushes the producer, then commits per par
 first batch not done yet. Before partitions are taken away (rebalance, shutdown) the batches in
 flight finish and are committed, so the next owner starts right after them.
 
-Exactly-once (STREAMAPP_GUARANTEE=exactly_once, streamapp.pipeline.transactions): one batch at a
+Exactly-once (STREAMAPP_GUARANTEE=exactly_once, streamapp.pipeline.transactions; the
+transactional producer is started with the worker, streamapp.pipeline.startup): one batch at a
 time, each in its own transaction with its offsets; STREAMAPP_PIPELINE_DEPTH does not apply
 (with two transactions open at once the second could not commit its offsets before the first).
 STREAMAPP_INSTANCE_ID makes the consumer a static member (KIP-345).
@@ -34,11 +35,6 @@ from faust.types import TopicT
 from mode import Service
 
 from streamapp.pipeline.batches import exit_without_commit, infer_batch
-from streamapp.pipeline.transactions import (
-    TransactionsRefused,
-    refuse_to_start,
-    start_transactional_producer,
-)
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
@@ -147,8 +143,7 @@ class BatchIntake(Service):
         return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        from streamapp.edges.clients import bootstrap_servers
-        from streamapp.security import aiokafka_security
+        from streamapp.security import aiokafka_security, bootstrap_servers
 
         settings = self.app.settings
         session_ms = int(settings.session_timeout_s * 1000)
@@ -164,12 +159,6 @@ class BatchIntake(Service):
 
     async def on_start(self) -> None:
         await self.topic.maybe_declare()  # Faust declares the topics of its agents only
-        if self.exactly_once:
-            try:
-                self.app.transactional_producer = await start_transactional_producer(
-                    self.app.settings)
-            except TransactionsRefused as exc:
-                refuse_to_start(exc)
         self.consumer = self._new_consumer()
         self.consumer.subscribe([self.topic.get_topic_name()], listener=_OnRebalance(self))
         await self.consumer.start()

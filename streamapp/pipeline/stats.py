@@ -23,6 +23,7 @@ import orjson
 CATEGORY = "category"  # first-level category
 PATH = "path"  # full category path, "生鲜/水果/苹果"
 DEAD_LETTER = "dead_letter"  # reason code
+RECOVERED = "recovered"  # what a comment was decoded despite (records.Recovery)
 
 COUNTERS = ("seen", "predicted", "matched", "failed")
 # Table values also keep the offset of the last stats message applied (streamapp.pipeline.agents).
@@ -69,6 +70,9 @@ class BatchTally:
 
     def add_dead_letter(self, reason: str) -> None:
         self.counts[stats_key(DEAD_LETTER, reason)]["seen"] += 1
+
+    def add_recovered(self, recovery: str) -> None:
+        self.counts[stats_key(RECOVERED, recovery)]["seen"] += 1
 
     def items(self) -> list[tuple[str, dict[str, int]]]:
         return [(key, dict(counter)) for key, counter in self.counts.items()]
@@ -265,6 +269,7 @@ class WorkerStats:
     records: int = 0
     predicted: int = 0
     dead_letters: int = 0
+    recovered: int = 0
     compute_seconds: float = 0.0
     max_batch_size: int = 0
     # (finish time, size) of recent batches, for the rates over the last minute.
@@ -285,6 +290,8 @@ class WorkerStats:
         self.batches += 1
         self.records += report.size
         self.predicted += report.predicted
+        self.recovered += sum(counts.get("seen", 0) for key, counts in report.counts
+                              if split_key(key)[0] == RECOVERED)
         self.compute_seconds += report.preprocess_s + report.process_s
         self.max_batch_size = max(self.max_batch_size, report.size)
         self.recent.append((time.monotonic(), report.size))
@@ -333,6 +340,7 @@ class WorkerStats:
             "records": self.records,
             "predicted": self.predicted,
             "dead_letters": self.dead_letters,
+            "recovered": self.recovered,
             "mean_batch_size": round(self.records / self.batches, 2) if self.batches else 0.0,
             "max_batch_size": self.max_batch_size,
             "records_per_second": round(self.records_per_second(), 2),
@@ -344,8 +352,8 @@ class WorkerStats:
 def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     """Several workers' `snapshot()`s as one: sums, except the maxima and the mean."""
     merged: dict[str, Any] = {}
-    for name in ("batches", "records", "predicted", "dead_letters", "records_per_second",
-                 "batches_per_second", "model_seconds"):
+    for name in ("batches", "records", "predicted", "dead_letters", "recovered",
+                 "records_per_second", "batches_per_second", "model_seconds"):
         merged[name] = round(sum(s.get(name, 0) for s in snapshots), 3)
     merged["uptime_s"] = max((s.get("uptime_s", 0.0) for s in snapshots), default=0.0)
     merged["max_batch_size"] = max((s.get("max_batch_size", 0) for s in snapshots), default=0)

@@ -8,7 +8,8 @@ whose transaction did not commit is aborted (when a producer with the same trans
 starts, or after the transaction timeout) and read again from the committed offsets.
 
 A broker without transactions (the embedded development broker refuses InitProducerId) stops
-the worker at start with one line that says so, before it consumes anything.
+the worker at start (streamapp.pipeline.startup) with one line that says so, before it
+consumes anything.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_NO_TRANSACTIONS = 2  # as for any other setting the worker cannot run with
 START_TIMEOUT_S = 30.0  # InitProducerId retries forever while no transaction coordinator answers
 
 # What a broker without (usable) transactions answers InitProducerId with: Tansu (the embedded
@@ -56,8 +54,7 @@ def transactional_id(settings: Settings) -> str:
 
 async def start_transactional_producer(settings: Settings) -> AIOKafkaProducer:
     """A started transactional producer (InitProducerId done), or TransactionsRefused."""
-    from streamapp.edges.clients import bootstrap_servers
-    from streamapp.security import aiokafka_security
+    from streamapp.security import aiokafka_security, bootstrap_servers
 
     # An open transaction of a killed worker holds back read_committed readers of every
     # partition it wrote to until it is aborted: keep that as short as a session.
@@ -92,12 +89,3 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def refuse_to_start(exc: TransactionsRefused) -> None:
-    """One line, then exit: nothing was consumed yet."""
-    # The real stderr: Faust's worker redirects sys.stdout/stderr into its log as warnings.
-    print(f"streamapp: cannot start: {exc}", file=sys.__stderr__, flush=True)
-    logging.shutdown()
-    os._exit(EXIT_NO_TRANSACTIONS)  # inside Faust's service start: SystemExit would be logged
-    # as a crash with a traceback, and the worker would go on shutting its services down

@@ -1,2 +1,3 @@
 """The web view: /dashboard/ (static/), /api/stats and /api/cluster (views), /metrics
-(Prometheus). Reads the pipeline's numbers; nothing in the data path imports it."""
+(Prometheus), /healthz and /readyz (health). Reads the pipeline's numbers; nothing in the data
+path imports it."""

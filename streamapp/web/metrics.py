@@ -2,7 +2,9 @@
 
 streamapp's metrics come from the BatchReports (WorkerStats passes them on), not from Faust's
 Monitor, whose event counts are wrong with `take()`. Latencies are in seconds, as Prometheus
-wants; the web view shows milliseconds.
+wants; the web view shows milliseconds. Consumer lag is the web view's (views.LagMonitor),
+refreshed before each scrape is answered: Faust's own end-offset gauge reads ListOffsets,
+which is wrong on the embedded broker (README, "Consumer lag").
 """
 
 from __future__ import annotations
@@ -10,15 +12,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from faust.sensors.prometheus import setup_prometheus_sensors
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import InfoMetricFamily
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.web import Request, Response, View
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from streamapp.pipeline.stats import CATEGORY, BatchReport, split_key
+from streamapp.pipeline.stats import CATEGORY, RECOVERED, BatchReport, split_key
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
+    from streamapp.web.views import LagMonitor
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -56,6 +66,10 @@ class PrometheusMetrics:
             "outcome (matched, not_matched, failed)", ["category", "outcome"], registry=registry)
         self.dead_letters = Counter("streamapp_dead_letters", "Dead letters by reason code",
                                     ["reason"], registry=registry)
+        self.recovered = Counter(
+            "streamapp_recovered", "Comments decoded despite a flaw, by kind "
+            "(separator_in_review: a delimited review holding the separator)", ["kind"],
+            registry=registry)
 
     def on_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(report.size)
@@ -71,6 +85,8 @@ class PrometheusMetrics:
             self.end_to_end.observe(ms / 1000)
         for key, counts in report.counts:
             kind, name = split_key(key)
+            if kind == RECOVERED:
+                self.recovered.labels(name).inc(counts.get("seen", 0))
             if kind != CATEGORY:
                 continue  # paths would explode the label space
             matched = counts.get("matched", 0)
@@ -100,11 +116,40 @@ class ModelInfo(Collector):
         yield info
 
 
-def register(app: StreamApp) -> CollectorRegistry:
+class ConsumerLag(Collector):
+    """`streamapp_consumer_lag{topic,partition}`: the partitions this worker holds, from the
+    lag the web view computes (refreshed before the scrape is answered, see `register`)."""
+
+    def __init__(self, lag: LagMonitor) -> None:
+        self.lag = lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("streamapp_consumer_lag",
+                                  "End offset - committed offset, per partition this worker "
+                                  "holds", labels=["topic", "partition"])
+        for entry in self.lag.latest["partitions"]:
+            if entry["lag"] is not None:
+                gauge.add_metric([entry["topic"], str(entry["partition"])], entry["lag"])
+        yield gauge
+
+
+def register(app: StreamApp, lag: LagMonitor) -> CollectorRegistry:
     """Serve `/metrics`: Faust's Prometheus sensor and streamapp's metrics, one registry per
-    app (not the process-wide default, so several apps in one process do not collide)."""
+    app (not the process-wide default, so several apps in one process do not collide).
+    Faust's sensor is set up as `setup_prometheus_sensors` does, with a page of our own that
+    refreshes the consumer lag first."""
     registry = CollectorRegistry()
-    setup_prometheus_sensors(app, registry=registry, name_prefix="faust")
+    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
     app.worker_stats.listeners.append(PrometheusMetrics(registry))
     registry.register(ModelInfo(app))
+    registry.register(ConsumerLag(lag))
+
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            await lag.current()  # never raises: an error is kept in the answer, no gauge
+            # in the headers: aiohttp refuses a content_type argument with a charset
+            return self.bytes(generate_latest(registry),
+                              headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.page("/metrics", name="streamapp/metrics")(MetricsView)
     return registry

@@ -4,7 +4,8 @@
 - `/api/stats`: this worker's numbers: the per-category counts its tables hold, its batches
   (streamapp.pipeline.stats.WorkerStats, fed by the BatchReports), its consumer lag, its model;
 - `/api/cluster`: every worker's `/api/stats` added up (same keys, plus `workers`);
-- `/metrics`: Prometheus text (streamapp.web.metrics).
+- `/metrics`: Prometheus text (streamapp.web.metrics);
+- `/healthz`, `/readyz`: probes for an orchestrator (streamapp.web.health).
 
 Table keys are partitioned: each worker's tables hold the keys of the stats partitions assigned
 to it, so the cluster's counts are the sum over the workers and count each comment once. The
@@ -31,12 +32,13 @@ from streamapp.pipeline.stats import (
     DEAD_LETTER,
     LATEST_DEAD_LETTERS,
     PATH,
+    RECOVERED,
     Interval,
     merge_counts,
     merge_snapshots,
     split_key,
 )
-from streamapp.web import metrics
+from streamapp.web import health, metrics
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -103,7 +105,8 @@ def _with_totals(stats: Json) -> Json:
     for entry in stats["categories"].values():
         counts = merge_counts(counts, {name: entry[name] for name in COUNTERS})
     stats["totals"] = {**counts, "match_rate": _rate(counts["matched"], counts["predicted"]),
-                       "dead_letters": sum(stats["dead_letters"].values())}
+                       "dead_letters": sum(stats["dead_letters"].values()),
+                       "recovered": sum(stats["recovered"].values())}
     return stats
 
 
@@ -199,10 +202,10 @@ async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
     now = time.time()
     minutes = _minutes(now)
     windows = _windows(app, minutes[0])
-    groups: dict[str, Json] = {CATEGORY: {}, PATH: {}, DEAD_LETTER: {}}
+    groups: dict[str, Json] = {CATEGORY: {}, PATH: {}, DEAD_LETTER: {}, RECOVERED: {}}
     for key, value in list(app.totals.items()):
         kind, name = split_key(key)
-        if kind == DEAD_LETTER:
+        if kind in (DEAD_LETTER, RECOVERED):
             groups[kind][name] = int((value or {}).get("seen", 0))
         elif kind in groups:
             by_start = windows.get(key, {})
@@ -225,6 +228,7 @@ async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
         "category_paths": groups[PATH],
         "dead_letters": groups[DEAD_LETTER],
         "dead_letters_latest": list(worker_stats.latest_dead_letters),
+        "recovered": groups[RECOVERED],
         "lag": await lag.current(),
     })
 
@@ -254,8 +258,10 @@ def merge_stats(parts: list[Json]) -> Json:
     for part in parts:
         window.merge(Interval.from_description(part))
     dead_letters: dict[str, int] = {}
+    recovered: dict[str, int] = {}
     for part in parts:
         dead_letters = merge_counts(dead_letters, part["dead_letters"])
+        recovered = merge_counts(recovered, part.get("recovered", {}))  # older peers lack it
     lag_parts = [{"worker": part["worker"], **p} for part in parts
                  for p in part["lag"]["partitions"]]
     lag_errors = [part["lag"]["error"] for part in parts if "error" in part["lag"]]
@@ -275,6 +281,7 @@ def merge_stats(parts: list[Json]) -> Json:
                                        minutes),
         "dead_letters": dead_letters,
         "dead_letters_latest": latest[:LATEST_DEAD_LETTERS],
+        "recovered": recovered,
         "lag": {"total": sum(p["lag"] or 0 for p in lag_parts), "partitions": lag_parts,
                 "note": LAG_NOTE, **({"error": "; ".join(lag_errors)} if lag_errors else {})},
     })
@@ -355,4 +362,5 @@ def register(app: StreamApp) -> None:
                        ("/dashboard", DashboardView), ("/dashboard/", DashboardView),
                        ("/dashboard/{name}", DashboardView)):
         app.page(path, name=f"streamapp{path}")(view)
-    metrics.register(app)
+    metrics.register(app, lag)
+    health.register(app)

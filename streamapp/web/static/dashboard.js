@@ -233,7 +233,9 @@ function renderKpis(d) {
     kpi("records_per_second", "Records / s", a.records_per_second, fmt(a.records_per_second), "last minute"),
     kpi("batches_per_second", "Batches / s", b.batches_per_second, fmt(b.batches_per_second), `last ${Math.round(b.window_s)} s`),
     kpi("lag", "Consumer lag", d.lag.total, fmt(d.lag.total), "records not yet committed", d.lag.total > 0),
-    kpi("dead_letters", "Dead letters", t.dead_letters, fmt(t.dead_letters), "since the start", t.dead_letters > 0));
+    kpi("dead_letters", "Dead letters", t.dead_letters, fmt(t.dead_letters), "since the start", t.dead_letters > 0),
+    kpi("recovered", "Recovered", t.recovered, fmt(t.recovered),
+      Object.entries(d.recovered || {}).map(([kind, n]) => `${kind.replaceAll("_", " ")} ${fmt(n)}`).join(", ") || "separator in review"));
 }
 
 function colorMap(names) {

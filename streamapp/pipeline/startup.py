@@ -1,0 +1,105 @@
+"""A worker's start: broker reachable, model loaded once, and a log that says what it serves.
+
+Runs from `StreamApp.on_first_start`: once per process, only when the app starts as a worker
+(not for `faust -A streamapp agents` or any other command), after the Worker has set up
+logging, and before the consumer, the agents or the batch intake start, so nothing is consumed
+before the model is ready. (Faust's `on_worker_init` fires for every command, and twice under
+`faust -A streamapp worker`; anything logged then is lost.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from streamapp.connect import wait_for_broker
+from streamapp.security import bootstrap_servers
+
+if TYPE_CHECKING:
+    from streamapp.application import StreamApp
+    from streamapp.serving.manager import LoadedModel, ModelManager
+    from streamapp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _load(app: StreamApp) -> tuple[ModelManager, LoadedModel]:
+    """Blocking: build the demo model when it is missing, initialize the handler once."""
+    from transformers.utils import logging as transformers_logging
+
+    from streamapp.serving.manager import ModelManager
+
+    # Its progress bars reach the worker's log as WARNING lines ("Loading weights: 100%").
+    transformers_logging.disable_progress_bar()
+    settings = app.settings
+    if settings.uses_demo_model and not (settings.model_dir / "config.json").exists():
+        from streamapp.demo.model import build_demo_model
+
+        log.warning("no model configured and no demo model at %s: building it (about a "
+                    "minute)", settings.model_dir)
+        build_demo_model(settings.model_dir, log=log.info)
+    manager = ModelManager(settings)
+    return manager, manager.load_initial()
+
+
+async def prepare_worker(app: StreamApp) -> None:
+    """Wait for the broker, load the model (off the loop), log what this worker serves.
+
+    A bad model or handler, or STREAMAPP_GUARANTEE=exactly_once on a broker without
+    transactions, stops the worker here with its message and exit status 2.
+    """
+    from streamapp.serving.engine import InferenceEngine
+    from streamapp.serving.formats.huggingface import ModelLoadError
+    from streamapp.serving.handlers.contract import HandlerError
+
+    settings = app.settings
+    await wait_for_broker(settings, log)
+    try:
+        manager, loaded = await asyncio.get_running_loop().run_in_executor(None, _load, app)
+    except (ModelLoadError, HandlerError) as exc:
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(2) from None
+    app.models = manager
+    app.engine = InferenceEngine(max_batch=settings.batch_size)
+    if settings.guarantee == "exactly_once":
+        from streamapp.pipeline.transactions import (
+            TransactionsRefused,
+            start_transactional_producer,
+        )
+
+        try:  # before anything is consumed; the batch intake stops it
+            app.transactional_producer = await start_transactional_producer(settings)
+        except TransactionsRefused as exc:
+            log.critical("cannot start: %s", exc)
+            raise SystemExit(2) from None
+    for line in serving_summary(app, loaded):
+        log.info("%s", line)
+
+
+def serving_summary(app: StreamApp, loaded: LoadedModel) -> list[str]:
+    """What an operator needs to know about this worker, in a few lines of its log."""
+    settings = app.settings
+    path = (f"{settings.comments_topic} -> {settings.app_id}-inference -> "
+            if settings.fanout else f"{settings.comments_topic} -> ")
+    calls = (f"whole batches of up to {settings.batch_size}" if loaded.batch
+             else "once per record")
+    intake = ("batch (aiokafka getmany)" if settings.intake == "batch"
+              else "agent (Faust take_events)")
+    return [
+        f"serving model {loaded.name} version {loaded.version} from {loaded.path} "
+        f"on {loaded.device} ({loaded.dtype})",
+        f"handler {app.models.handler_spec}, called with {calls}; "
+        f"hot reload {_reload(settings)}",
+        f"intake {intake}: {path}model -> {settings.results_topic}, dead letters -> "
+        f"{settings.dlq_topic}; {settings.partitions} partitions; group {settings.app_id} "
+        f"on {bootstrap_servers(settings.broker)}",
+    ]
+
+
+def _reload(settings: Settings) -> str:
+    if settings.model_version is not None:
+        return f"off (version {settings.model_version} pinned)"
+    if settings.reload_interval_s <= 0:
+        return "off"
+    return f"every {settings.reload_interval_s:g} s"

@@ -197,3 +197,21 @@ def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_in_bounded_time(
     assert report.duplicated <= REREAD_ALLOWANCE, report.summary()
     assert not report.crashed and not report.unexpected_ids, report.summary()
     assert report.table_ok, f"{report.summary()}; per category {report.table_diff}"
+
+
+def test_the_recovery_section_survives_a_rewritten_report(tmp_path: Path) -> None:
+    from reliability.recovery import Recovery, render, section_of, write_section
+    from reliability.report import write_report
+
+    out = tmp_path / "RELIABILITY.md"
+    write_report({}, out, command="streamapp reliability", notes="")
+    write_section(out, render([Recovery("takeover", 10.0, 14.6, True, [0, 2])], "embedded"),
+                  "python -m reliability.recovery --case takeover")
+    write_section(out, render([Recovery("takeover", 10.0, 12.0, True, [1, 3])], "embedded"),
+                  "python -m reliability.recovery --case takeover --runs 1")
+    section = section_of(out.read_text())
+    assert section is not None
+    assert "| embedded | takeover | 1 | 10 | 12.0 (12.0–12.0) | 1/1 |" in section
+    assert "14.6" not in section  # same broker, case and timeout: replaced
+    write_report({}, out, command="streamapp reliability", notes="")
+    assert section_of(out.read_text()) == section

@@ -69,6 +69,8 @@ def render_markdown(r: dict[str, Any]) -> str:
               "| measure | records/s |", "| --- | --- |"]
     for key, value in r["pipeline"].items():
         lines.append(f"| {key} | {value} |")
+    if "pmml" in r:
+        lines += pmml_section(r["pmml"])
     lines += ["", "## Latency, memory", "", "```json",
               json.dumps({k: r[k] for k in ("latency", "memory", "int8_agreement", "padding",
                                               "token_budget_at_128_tokens")
@@ -91,6 +93,29 @@ def render_loader(loader: dict[str, Any], note: str | None) -> list[str]:
         lines.append(f"| {fmt} | {f['rows']} | {f['file_mb']} | {f['rows_per_s']} | "
                      f"{f['peak_rss_mb']} | {f['seconds']} |")
     return [*lines, *(["", note] if note else []), ""]
+
+
+def pmml_section(p: dict[str, Any]) -> list[str]:
+    return [
+        "", "## PMML: the demo XGBoost model (JPMML evaluator)", "",
+        f"Written by `{p['command']}` on {p['date']}: {p['records']} comments. \"Alone\" is "
+        "the PMML handler's work in one thread (rows from the comment and the feature "
+        "function, then the evaluator), warmed, the two ways alternating; end to end is one "
+        f"worker (batch intake, one hop, batches of up to {p['worker_batch_size']}) on a "
+        "backlog it finds at start, from its first batch to its last result, and with the "
+        "comments produced while it runs (first in to last out). The worker evaluates a "
+        "batch per call (the faster).", "",
+        "| measure | records/s |", "| --- | --- |",
+        f"| alone, one evaluator call per record | {p['alone_per_record']} |",
+        f"| alone, one evaluator call per batch of {p['worker_batch_size']} | "
+        f"{p['alone_batched']} |",
+        f"| end to end, one worker, a backlog | {p.get('end_to_end_backlog', '')} |",
+        f"| end to end, one worker, comments produced meanwhile | {p['end_to_end']} |",
+        f"| ratio batched / per record | {p['batched_over_per_record']} |",
+        f"| ratio end to end (backlog) / alone (goal >= 0.8) | {p['e2e_over_alone']} |",
+        f"| ratio end to end (produced meanwhile) / alone | "
+        f"{p.get('e2e_producing_over_alone', '')} |",
+    ]
 
 
 def now() -> str:

@@ -29,6 +29,7 @@ from bench.measures import (
     pipeline_ceiling,
     raw_aiokafka,
 )
+from bench.pmml import run_pmml
 from bench.report import machine, now
 from streamapp.broker import EmbeddedBroker, free_port
 
@@ -139,6 +140,8 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
         "int8_over_fp32_bert_base": round(base_figures["int8_ceiling"]
                                           / base_figures["model_ceiling"], 3),
     }
+    results["pmml"] = pmml_figures(source, runs, quick, log, models_dir)
+    results["ratios"]["pmml_e2e_over_alone"] = results["pmml"]["e2e_over_alone"]
     try:
         from bench.loader import compare_formats
 
@@ -148,3 +151,11 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
     except ImportError:
         pass
     return results
+
+
+def pmml_figures(source: Path | None, runs: int, quick: bool, log: Callable[[str], None],
+                 models_dir: Path = Path("var/models")) -> dict[str, Any]:
+    """The demo PMML model alone and through a worker (bench.pmml), with the command."""
+    figures = run_pmml(models_dir, load_comments(source, 5000 if quick else 30_000), runs, log)
+    return {"date": now(), "command": "streamapp bench --only pmml"
+            + (" --quick" if quick else "") + f" --runs {runs}", **figures}

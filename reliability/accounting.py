@@ -6,9 +6,9 @@ Every source offset of the comment topic must have exactly one output: an id
 Beyond the ids, each run checks the per-category tables against an oracle from the topics:
 after the outputs are in, every live worker's `/api/stats/` `categories[name]["seen"]`,
 summed over workers, against the distinct ids per first-level category among the results and
-model-failure dead letters. The tables are at-least-once too: a replayed batch counts again,
-so `table_over_count` (tables minus distinct) is reported and checked against the replayed
-outputs that the topics show (`replayed_outputs`, `table_ok`).
+model-failure dead letters. The tables are exact (streamapp.pipeline.ledger): a replayed
+batch sends its counts again, and the tally skips what it counted before, so `table_ok` wants
+every category's table count equal to its distinct ids (`table_over_count` 0).
 """
 
 from __future__ import annotations
@@ -59,17 +59,12 @@ class ReliabilityReport:
     # the distinct ids per first-level category in the results + model-failure dead letters.
     table_seen: int | None = None  # None: no worker answered
     oracle_seen: int = 0  # distinct ids the tally should have counted
-    table_over_count: int | None = None  # table_seen - oracle_seen
-    # The over-count in two parts, both read from topics: the stats topic's own sum (every
-    # count message the inference agent sent) minus the distinct ids = batches replayed after
-    # a crash, which also show as replayed outputs; the tables minus the stats topic's sum =
-    # count messages the tally applied twice (its changelog ran ahead of its committed offset
-    # on the stats topic when the worker died; not visible in the output topics).
+    table_over_count: int | None = None  # table_seen - oracle_seen: must be 0
+    # The stats topic's own sum (every count the inference agent sent) minus the distinct ids:
+    # counts of replayed batches, sent again, which the tally had to skip.
     stats_topic_seen: int | None = None
     batch_replay_count: int | None = None  # stats_topic_seen - oracle_seen
-    tally_replay_count: int | None = None  # table_seen - stats_topic_seen
-    # Tables lost nothing (>= distinct ids in every category) and the batch-replay part is
-    # within the replayed outputs, in every category.
+    # Every category's table count equals its distinct ids: nothing missing, nothing twice.
     table_ok: bool | None = None
     table_diff: dict[str, int] = field(default_factory=dict)  # category -> table - oracle, != 0
     exit_s: float | None = None  # sigterm: SIGTERM -> process exit
@@ -98,8 +93,8 @@ class ReliabilityReport:
                 f"(unexplained {self.unexplained_duplicates}) dead_lettered={self.dead_lettered}"
                 f" fault_at={self.fault_at_s:.1f}s recovery={recovery} "
                 f"table={self.table_seen} oracle={self.oracle_seen} "
-                f"over={self.table_over_count} (batch replays {self.batch_replay_count}, "
-                f"tally replays {self.tally_replay_count}) replayed={self.replayed_outputs} "
+                f"over={self.table_over_count} (replayed counts skipped "
+                f"{self.batch_replay_count}) replayed={self.replayed_outputs} "
                 f"table_ok={self.table_ok} rejoins={self.rejoins} "
                 + (f"exit={self.exit_s:.1f}s code={self.exit_code} " if self.exit_s is not None
                    else "")
@@ -234,8 +229,9 @@ async def stats_topic_counts(broker: str, idle_timeout: float = 2.0) -> Counter[
 def check_tables(report: ReliabilityReport, table: Counter[str] | None,
                  distinct: Counter[str], replayed: Counter[str],
                  stats: Counter[str] | None = None) -> ReliabilityReport:
-    """Fill the table fields. Ok when no category's table count is below its distinct ids and
-    (given the stats topic) the stats topic's excess over them is within the replayed outputs."""
+    """Fill the table fields. Ok when every category's table count equals its distinct ids
+    (and, given the stats topic, it holds at least that many: nothing was lost before the
+    tally)."""
     report.oracle_seen = sum(distinct.values())
     report.replayed_outputs = sum(replayed.values())
     if stats is not None:
@@ -245,14 +241,12 @@ def check_tables(report: ReliabilityReport, table: Counter[str] | None,
         return report
     report.table_seen = sum(table.values())
     report.table_over_count = report.table_seen - report.oracle_seen
-    if report.stats_topic_seen is not None:
-        report.tally_replay_count = report.table_seen - report.stats_topic_seen
     names = sorted(set(table) | set(distinct))
     diff = {name: table[name] - distinct[name] for name in names}
     report.table_diff = {name: d for name, d in diff.items() if d}
-    ok = all(d >= 0 for d in diff.values())
+    ok = not report.table_diff
     if stats is not None:
-        ok = ok and all(0 <= stats[n] - distinct[n] <= replayed[n] for n in names)
+        ok = ok and all(stats[n] >= distinct[n] for n in names)
     report.table_ok = ok
     return report
 

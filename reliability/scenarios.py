@@ -355,12 +355,12 @@ def run_scenario(model_dir: str | Path, *, fault: str = "kill9", records: int = 
         distinct, replayed = oracle_counts(set(ids), outputs)
         table = stats = None
         if check_table:
-            # Stats topic first, then the tables once they hold at least as much (the tally
-            # trails the stats topic; a late rebalance, e.g. a killed member's session
-            # expiring, can still replay batches), then the outputs again, to their end: the
-            # duplicate results of those replays come after the first reading.
+            # The tables once they hold the distinct ids and stand still (the tally trails the
+            # results), the stats topic, then the outputs again, to their end: a late
+            # rebalance (a killed member's session expiring) can still replay batches, whose
+            # duplicate results come after the first reading and must add nothing.
+            table = table_counts(run.live(), sum(distinct.values()))
             stats = asyncio.run(stats_topic_counts(run.broker.url))
-            table = table_counts(run.live(), max(sum(distinct.values()), sum(stats.values())))
             everything = asyncio.run(collect_outputs(run.broker.url, set(ids), timeout=30.0,
                                                      settle=2.0))
             distinct, replayed = oracle_counts(set(ids), everything)

@@ -47,7 +47,7 @@ class Settings(BaseModel):
     demo_model_dir: Path = Field(Path("var/models/demo"), description="where the demo model lives")
     model_name: str = Field("standard_bert", min_length=1,
                             description="the model's key in the handler's modelNameToPath")
-    model_type: Literal["auto", "pytorch", "torchscript", "other"] = Field(
+    model_type: Literal["auto", "pytorch", "torchscript", "pmml", "other"] = Field(
         "auto", description="model format; auto = deploy_config.json or the files present")
     model_version: str | None = Field(None, pattern=r"^\d+$",
                                       description="serve this version; unset = the highest")
@@ -57,6 +57,13 @@ class Settings(BaseModel):
                                                   "unset = the built-in BERT pair handler")
     handler_batch: Literal["auto", "true", "false"] = Field(
         "auto", description="handler takes lists in reqDict; auto = its accepts_batch")
+    pmml_features: str | None = Field(
+        None, pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:function (or file.py:function in the version directory) that turns "
+                    "a comment's reqDict into extra PMML input fields; unset = the version's "
+                    "deploy_config.json `features`")
+    pmml_positive: str = Field("1", min_length=1,
+                               description="the PMML target value whose probability is the score")
     torchscript_output: int = Field(1, ge=-16, le=16,
                                     description="TorchScript output that is the score (seed: 1)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")

@@ -16,10 +16,11 @@ import pytest
 
 from bench.loader import export_rows, write_export
 from streamapp.broker import EmbeddedBroker
+from streamapp.decoding import decode_comment
 from streamapp.edges import schemas
 from streamapp.edges.clients import comment_value, follow, format_output, wanted
 from streamapp.edges.sink import open_database, run_sink
-from streamapp.records import RejectedRecord, decode_comment
+from streamapp.records import RejectedRecord
 from tests.conftest import StartWorker, collect_outputs
 
 RESULTS, DLQ = "sku-matches", "comments-dlq"

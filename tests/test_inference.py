@@ -444,17 +444,6 @@ def test_out_of_memory_is_recognised_in_its_usual_forms() -> None:
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
 
 
-def test_a_stats_message_is_added_to_a_table_value_once() -> None:
-    from streamapp.pipeline.agents import apply_once
-
-    value = apply_once(None, {"seen": 3, "matched": 1}, offset=10)
-    assert value == {"seen": 3, "matched": 1, "_offset": 10}
-    assert apply_once(value, {"seen": 3, "matched": 1}, offset=10) is value  # replayed
-    assert apply_once(value, {"seen": 5}, offset=9) is value  # older: already applied
-    assert apply_once(value, {"seen": 2}, offset=11) == {"seen": 5, "matched": 1,
-                                                         "_offset": 11}
-
-
 class WaitsForTheNextBatch:
     """A model whose first batch only finishes once the second has been prepared."""
 

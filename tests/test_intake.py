@@ -113,12 +113,14 @@ def test_two_batch_intake_workers_split_the_partitions(
 @pytest.mark.slow
 def test_hard_killed_batch_intake_worker_loses_nothing(tiny_model: Path,
                                                        tmp_path: Path) -> None:
-    """kill -9 twice under a steady feed: every comment still gets its output, and the
-    duplicates are only the batches in flight at a kill (no Faust re-read here)."""
+    """kill -9 twice under a steady feed: every comment still gets its output, the
+    duplicates are only the batches in flight at a kill (no Faust re-read here), and the
+    tables count each comment once."""
     report = run_scenario(tiny_model, fault="kill9_twice", records=3000, rate=400.0, seed=3,
                           workdir=tmp_path, drain_timeout=60.0,
                           worker_settings={"store": "rocksdb", "intake": "batch",
                                            "fanout": "false"})
     assert report.lost == 0, f"{report.summary()}; lost e.g. {report.lost_ids}"
     assert not report.crashed and not report.unexpected_ids, report.summary()
+    assert report.table_over_count == 0, f"{report.summary()}; per category {report.table_diff}"
     assert report.table_ok, f"{report.summary()}; per category {report.table_diff}"

@@ -16,6 +16,7 @@ import pytest
 
 from bench.loader import export_rows, write_export
 from streamapp.broker import EmbeddedBroker
+from streamapp.decoding import decode_comment
 from streamapp.edges.clients import follow
 from streamapp.edges.loader import ErrorLimitExceeded, LoadReport, load
 from streamapp.edges.sources import (
@@ -25,7 +26,7 @@ from streamapp.edges.sources import (
     parse_mapping,
     read_chunks,
 )
-from streamapp.records import Comment, decode_comment
+from streamapp.records import Comment
 
 
 def read_topic(broker_url: str, topic: str, count: int, timeout: float = 20) -> list[bytes]:

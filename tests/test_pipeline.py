@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from streamapp.broker import EmbeddedBroker, free_port
+from streamapp.decoding import encode_delimited
 from streamapp.processes import WorkerProcess
-from streamapp.records import DeadLetter, SkuMatchResult, encode_delimited
+from streamapp.records import DeadLetter, SkuMatchResult
 from tests.conftest import (
     StartWorker,
     collect_outputs,

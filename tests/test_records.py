@@ -11,6 +11,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from streamapp.decoding import decode_comment, encode_delimited, separator_in_review
 from streamapp.records import (
     COLUMNS,
     DATA_TYPE,
@@ -22,11 +23,8 @@ from streamapp.records import (
     SkuMatchResult,
     Timing,
     comment_id,
-    decode_comment,
-    encode_delimited,
     original_value,
     result_json,
-    separator_in_review,
 )
 
 ROW: dict[str, str] = {
@@ -511,20 +509,22 @@ def test_a_dead_letter_carries_the_original_or_its_first_bytes_with_size_and_has
 @pytest.mark.parametrize("row", [ROW, {**ROW, "categoryThirdName": "", "categoryFourthName": ""},
                                  {"baseSkuName": "可乐", "reviewBody": "好喝"}])
 @pytest.mark.parametrize("source_ts", [1764393600123, None])
-def test_result_json_is_the_result_models_own_json(row: dict[str, str],
-                                                   source_ts: int | None) -> None:
+@pytest.mark.parametrize("outputs", [None, {"match": 1, "probability(1)": 0.8125}])
+def test_result_json_is_the_result_models_own_json(row: dict[str, str], source_ts: int | None,
+                                                   outputs: dict[str, Any] | None) -> None:
     comment = Comment.model_validate(row)
     timing = {"source_ts": source_ts, "queued_ms": 12.345 if source_ts else 0.0,
               "compute_ms": 3.5, "batch_started_at": 1764393600200, "batch_size": 17,
               "predicted_at": 1764393600250}
     fast = result_json("comments:1:42", comment, comment.categories, comment.category_path,
                        score=0.8125, match=True,
-                       model={"name": "demo", "version": "3"}, timing=timing)
+                       model={"name": "demo", "version": "3"}, timing=timing, outputs=outputs)
     built = SkuMatchResult(
         id="comments:1:42", match=True, score=0.8125, model=ModelRef(name="demo", version="3"),
         baseSkuName=comment.baseSkuName, categories=comment.categories,
-        categoryPath=comment.category_path, timing=Timing(**timing))
-    assert fast == built.model_dump_json(exclude={"recovered"}).encode()
+        categoryPath=comment.category_path, timing=Timing(**timing), outputs=outputs)
+    assert fast == built.model_dump_json().encode()
+    assert (b'"outputs"' in fast) == (outputs is not None)  # absent for models without
     assert SkuMatchResult.model_validate_json(fast) == built
 
 

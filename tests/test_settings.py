@@ -61,6 +61,8 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "handler": ("team.handlers:Infer", "team.handlers:Infer"),
     "handler_batch": ("false", "false"),
     "torchscript_output": ("0", 0),
+    "pmml_features": ("team.features:extra", "team.features:extra"),
+    "pmml_positive": ("yes", "yes"),
     "torch_threads": ("4", 4),
     "quantize": ("int8", "int8"),
     "batch_size": ("128", 128),
@@ -199,6 +201,8 @@ def test_good_devices(device: str) -> None:
         ("STREAMAPP_SESSION_TIMEOUT_S", "0"),
         ("STREAMAPP_TORCH_THREADS", "none"),
         ("STREAMAPP_WEB_TABLES", "maybe"),
+        ("STREAMAPP_PMML_FEATURES", "features_without_function"),
+        ("STREAMAPP_MODEL_TYPE", "onnx"),
     ],
 )
 def test_bad_value_names_variable_and_value(variable: str, value: str) -> None:

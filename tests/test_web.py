@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp.broker import HOST, EmbeddedBroker
+from streamapp.decoding import encode_delimited
 from streamapp.pipeline.stats import (
     LATENCY_BOUNDS_MS,
     BatchReport,
@@ -32,7 +33,6 @@ from streamapp.pipeline.stats import (
     WorkerStats,
 )
 from streamapp.processes import WorkerProcess
-from streamapp.records import encode_delimited
 from streamapp.web.metrics import PrometheusMetrics
 from streamapp.web.views import merge_stats
 from tests.conftest import StartWorker, collect_outputs, comma_rows, demo_rows, send, wait_until

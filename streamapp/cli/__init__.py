@@ -1,5 +1,6 @@
 """The `streamapp` command: broker, worker, demo-model, demo here; the edges' commands
-(load, send, tail, ask, schemas, sink) in `edges`, bench and reliability in `tools`."""
+(load, send, tail, ask, schemas, sink) in `edges`, bench and reliability in `tools`, the
+`pmml` commands in `pmml`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from streamapp.cli import edges, tools
+from streamapp.cli import edges, pmml, tools
 
 # sysexits.h EX_UNAVAILABLE: a service the command needs is not there.
 EXIT_BROKER_UNREACHABLE = 69
@@ -69,11 +70,23 @@ def worker(ctx: click.Context) -> None:
 @click.option("--train-size", type=int, default=None,
               help="synthetic training comments [default: the builder's]")
 @click.option("--seed", default=0, show_default=True)
-def demo_model(out_dir: Path, train_size: int | None, seed: int) -> None:
-    """Train the demo SKU-match model on synthetic comments (about a minute on 2 cores)."""
-    from streamapp.demo.model import TRAIN_EXAMPLES, build_demo_model
+@click.option("--kind", type=click.Choice(["bert", "pmml"]), default="bert", show_default=True,
+              help="bert: the BERT cross-encoder; pmml: XGBoost converted to PMML")
+@click.option("--pmml-version", type=click.Choice(["4.4", "4.3"]), default="4.4",
+              show_default=True, help="the PMML version the converter writes (--kind pmml)")
+def demo_model(out_dir: Path, train_size: int | None, seed: int, kind: str,
+               pmml_version: str) -> None:
+    """Train a demo SKU-match model on synthetic comments (BERT: about a minute on 2 cores;
+    PMML: seconds)."""
+    if kind == "pmml":
+        from streamapp.demo.pmml_model import PMML_TRAIN_EXAMPLES, build_pmml_demo_model
 
-    report = build_demo_model(out_dir, train_size=train_size or TRAIN_EXAMPLES, seed=seed)
+        report = build_pmml_demo_model(out_dir, train_size=train_size or PMML_TRAIN_EXAMPLES,
+                                       seed=seed, pmml_version=pmml_version)
+    else:
+        from streamapp.demo.model import TRAIN_EXAMPLES, build_demo_model
+
+        report = build_demo_model(out_dir, train_size=train_size or TRAIN_EXAMPLES, seed=seed)
     click.echo(f"demo model written to {report.path}: held-out accuracy "
                f"{report.accuracy:.3f} on {report.test_size} comments it never saw "
                f"({report.seconds:.0f}s)")
@@ -98,6 +111,7 @@ main.add_command(edges.schemas)
 main.add_command(edges.sink)
 main.add_command(tools.bench)
 main.add_command(tools.reliability)
+main.add_command(pmml.pmml)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ from pathlib import Path
 import orjson
 
 from streamapp.broker import EmbeddedBroker
+from streamapp.decoding import encode_delimited
 from streamapp.demo.synthetic import generate_comments
 from streamapp.edges.clients import follow, format_output, open_producer, send_all
 from streamapp.processes import WorkerProcess
-from streamapp.records import comment_id, encode_delimited
+from streamapp.records import comment_id
 from streamapp.settings import Settings
 
 BROKEN_EVERY = 25  # one broken record in this many, to show the dead-letter topic at work

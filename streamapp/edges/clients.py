@@ -163,13 +163,8 @@ def comment_value(*, sku: str | None = None, review: str | None = None,
     delimited, as it would sit on the topic). Checked with the worker's own decoder and its
     settings (`input_format`, `separator`) unless `check` is off (to send a broken record on
     purpose); raises RejectedRecord."""
-    from streamapp.records import (
-        CATEGORY_FIELDS,
-        DATA_TYPE,
-        decode_comment,
-        encode_delimited,
-        separator_in_review,
-    )
+    from streamapp.decoding import decode_comment, encode_delimited, separator_in_review
+    from streamapp.records import CATEGORY_FIELDS, DATA_TYPE
 
     if text is None:
         if len(categories) > len(CATEGORY_FIELDS):

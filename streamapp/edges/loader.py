@@ -24,6 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from streamapp.decoding import (
+    decode_comment,
+    encode_delimited,
+    separator_in_review,
+    validate_comment,
+)
 from streamapp.edges.sources import (
     Chunk,
     LoadOptions,
@@ -38,11 +44,7 @@ from streamapp.records import (
     DATA_TYPE,
     Reason,
     RejectedRecord,
-    decode_comment,
-    encode_delimited,
     original_value,
-    separator_in_review,
-    validate_comment,
 )
 
 if TYPE_CHECKING:

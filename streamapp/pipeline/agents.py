@@ -30,11 +30,8 @@ from streamapp.pipeline.batches import (
     produce,
     send_dead_letter,
 )
-from streamapp.pipeline.stats import (
-    APPLIED_OFFSET,
-    merge_counts,
-    stats_entries,
-)
+from streamapp.pipeline.ledger import apply_entry, source_of
+from streamapp.pipeline.stats import merge_counts, stats_entries
 from streamapp.records import (
     Incoming,
     RejectedRecord,
@@ -58,7 +55,7 @@ async def ingest_one(app: StreamApp, record: Incoming) -> None:
         record_id, source_ts, comment = decode_source(app, record)
     except RejectedRecord as rejected:
         await send_dead_letter(app, record.id, rejected.reason, rejected.error,
-                               record.value, record.timestamp_ms)
+                               record.value, record.timestamp_ms, source_of(record, record.id))
         return
     payload = {"id": record_id, "ts": source_ts, "comment": comment.model_dump()}
     if comment.recovered is not None:
@@ -69,20 +66,6 @@ async def ingest_one(app: StreamApp, record: Incoming) -> None:
 def _ack_all(events: Sequence[EventT]) -> None:
     for event in events:
         event.ack()  # the last reference: now the offset may be committed
-
-
-def apply_once(current: dict[str, int] | None, counts: dict[str, int],
-               offset: int) -> dict[str, int]:
-    """Add a stats message's counts to a table value unless it was added before.
-
-    A key's stats messages all sit in one partition of the stats topic, so their offsets only
-    grow; each value keeps the last one it applied (`_offset`). After a rebalance or a crash
-    the new owner restores the table and is handed again the messages after the last commit:
-    without this check they were counted twice (measured: hundreds per rebalance).
-    """
-    if current is not None and current.get(APPLIED_OFFSET, -1) >= offset:
-        return current
-    return {**merge_counts(current, counts), APPLIED_OFFSET: offset}
 
 
 def register(app: StreamApp) -> None:
@@ -123,12 +106,16 @@ def register(app: StreamApp) -> None:
 
     @app.agent(app.stats_topic, name="tally")
     async def tally(stream: StreamT[Any]) -> None:
-        """Add each batch's counts to the tables totals and per-minute."""
+        """Add each batch's counts to the tables totals and per-minute, each comment once."""
+        # `totals` knows what each key has counted (streamapp.pipeline.ledger): a replayed
+        # batch, however cut, adds nothing, and the per-minute table gets only what it added.
         async for event in stream.events():
             offset = event.message.offset
-            for name, counts in stats_entries(event.key, event.value).items():
-                app.totals[name] = apply_once(app.totals[name], counts, offset)
-                app.per_minute[name] = apply_once(app.per_minute[name].value(), counts, offset)
+            for name, entry in stats_entries(event.key, event.value).items():
+                value, added = apply_entry(app.totals[name], entry, offset)
+                app.totals[name] = value
+                if added:
+                    app.per_minute[name] = merge_counts(app.per_minute[name].value(), added)
 
     if settings.reload_interval_s > 0 and settings.model_version is None:
         @app.timer(settings.reload_interval_s, name="model-reload")

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import TopicT
 
+from streamapp.decoding import decode_comment
+from streamapp.pipeline.ledger import source_of
 from streamapp.pipeline.outbox import Outbox, aiokafka_producer
 from streamapp.pipeline.stats import (
-    DEAD_LETTER,
     BatchReport,
     BatchTally,
-    stats_key,
+    Source,
 )
 from streamapp.records import (
     Comment,
@@ -31,11 +32,10 @@ from streamapp.records import (
     Reason,
     RejectedRecord,
     dead_letter,
-    decode_comment,
     path_of,
     result_json,
 )
-from streamapp.serving.engine import BatchTiming, ModelFailure
+from streamapp.serving.engine import BatchTiming, ModelFailure, Scored
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -52,17 +52,19 @@ def _now_ms() -> int:
 
 async def send_dead_letter(
     app: StreamApp, record_id: str, reason: str, error: str, raw: bytes | None,
-    source_ts: int | None, tally: BatchTally | None = None,
+    source_ts: int | None, source: Source, tally: BatchTally | None = None,
 ) -> None:
     """A dead letter; counted in `tally` when it is part of a batch (sent with the batch's
-    counts), else sent to the stats topic at once."""
+    counts), else sent to the stats topic at once. `source`: what the tally dedupes it by."""
     letter = dead_letter(record_id, reason, error, raw, source_ts=source_ts,
                          failed_at=_now_ms(), max_value_bytes=app.settings.dlq_max_value_bytes)
     await produce(app, app.dlq_topic, record_id, letter.model_dump_json().encode())
     if tally is not None:
-        tally.add_dead_letter(reason)
+        tally.add_dead_letter(reason, source)
     else:
-        await send_counts(app, [(stats_key(DEAD_LETTER, reason), {"seen": 1})])
+        alone = BatchTally()
+        alone.add_dead_letter(reason, source)
+        await send_counts(app, alone.entries())
     app.worker_stats.on_dead_letter(record_id, reason, error)
 
 
@@ -110,7 +112,7 @@ async def produce(app: StreamApp, topic: TopicT, key: str, value: bytes) -> None
     await aiokafka_producer(app).send(topic.get_topic_name(), value, key=key.encode())
 
 
-async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, int]]]) -> None:
+async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, Any]]]) -> None:
     """Counts per table key to the stats topic: one message per partition the keys fall in
     (Kafka's default partitioner, so a key's counts always share one partition and the
     tally's offsets per key only grow). A batch touches ~30 keys: with one message each, the
@@ -118,7 +120,7 @@ async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, int]]]) 
     topic = app.stats_topic.get_topic_name()
     producer = aiokafka_producer(app)
     await producer.partitions_for(topic)  # the partitioner needs the metadata
-    by_partition: dict[int, dict[str, dict[str, int]]] = {}
+    by_partition: dict[int, dict[str, dict[str, Any]]] = {}
     for key, delta in counts:
         # What Faust's Producer.key_partition calls: murmur2 of the key, as Kafka's default.
         partition = producer._partition(topic, None, None, None, key.encode(), None)
@@ -133,22 +135,47 @@ def _request(comment: Comment) -> dict[str, Any]:
     return {**vars(comment), "input": comment.reviewBody}
 
 
-async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decoder) -> None:
-    """Score one micro-batch and produce a result or dead letter for every record in it."""
+class Turn:
+    """One of a chain of turns: `async with turn:` waits until the turn before it has ended.
+    Concurrent batches send their counts in the order they were read through these."""
+
+    def __init__(self, before: Turn | None) -> None:
+        self._before = before
+        self._ended = asyncio.Event()
+
+    async def __aenter__(self) -> None:
+        if self._before is not None:
+            await self._before._ended.wait()
+            self._before = None  # the chain behind it may go
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.end()
+
+    def end(self) -> None:
+        self._ended.set()
+
+
+async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decoder,
+                      counts_turn: Turn) -> None:
+    """Score one micro-batch and produce a result or dead letter for every record in it; its
+    counts go to the stats topic in `counts_turn`, after the batch read before it."""
     started = time.time()
     model = app.models.current  # one version for the whole batch, even across a hot swap
     tally = BatchTally()
     items: list[Decoded] = []
+    sources: list[Source] = []
     for record in records:
         try:
             decoded = decode(app, record)
         except RejectedRecord as rejected:
             await send_dead_letter(app, record.id, rejected.reason, rejected.error,
-                                   record.value, record.timestamp_ms, tally)
+                                   record.value, record.timestamp_ms,
+                                   source_of(record, record.id), tally)
             continue
         items.append(decoded)
+        sources.append(source_of(record, decoded[0]))
         if decoded[2].recovered is not None:
-            tally.add_recovered(decoded[2].recovered)
+            tally.add_recovered(decoded[2].recovered, sources[-1])
     timing = BatchTiming()
     outcomes = await app.engine.score(model, [_request(c) for _, _, c in items], timing)
     finished = time.time()
@@ -162,19 +189,23 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
     model_ref = {"name": model.name, "version": model.version}  # ModelRef's fields
     predicted = matched = 0
     async with Outbox(app, app.results_topic.get_topic_name()) as results:
-        for (record_id, source_ts, comment), outcome in zip(items, outcomes, strict=True):
+        for (record_id, source_ts, comment), outcome, source in zip(items, outcomes, sources,
+                                                                   strict=True):
             categories = comment.categories
             path = path_of(categories)
             if isinstance(outcome, ModelFailure):
-                tally.add(comment.first_category, path, predicted=False,
-                          matched=False)
+                tally.add(comment.first_category, path, predicted=False, matched=False,
+                          source=source)
                 await send_dead_letter(app, record_id, outcome.reason,
                                        f"the model failed on this comment: {outcome.error}",
-                                       comment.model_dump_json().encode(), source_ts, tally)
+                                       comment.model_dump_json().encode(), source_ts, source,
+                                       tally)
                 continue
-            match = outcome >= threshold
-            tally.add(comment.first_category, path, predicted=True,
-                      matched=match)
+            outputs = outcome.outputs if isinstance(outcome, Scored) else None
+            score = outcome.score if isinstance(outcome, Scored) else outcome
+            match = score >= threshold
+            tally.add(comment.first_category, path, predicted=True, matched=match,
+                      source=source)
             predicted += 1
             matched += match
             queued = 0.0
@@ -183,13 +214,14 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
                 queue_ms.append(queued)
                 end_to_end_ms.append(finished_ms - source_ts)
             results.add(record_id.encode(), result_json(
-                record_id, comment, categories, path, score=outcome, match=match,
-                model=model_ref,
+                record_id, comment, categories, path, score=score, match=match,
+                model=model_ref, outputs=outputs,
                 timing={"source_ts": source_ts, "queued_ms": queued, "compute_ms": compute_ms,
                         "batch_started_at": int(started_ms), "batch_size": len(items),
                         "predicted_at": int(finished_ms)}))
+    async with counts_turn:  # a lane's counts reach the tally in offset order (pipeline.ledger)
+        await send_counts(app, tally.entries())
     counts = tally.items()
-    await send_counts(app, counts)
     app.worker_stats.on_batch(BatchReport(
         finished_at=time.time(), size=len(items), predicted=predicted, matched=matched,
         failed=len(items) - predicted, model_name=model.name, model_version=model.version,
@@ -204,7 +236,8 @@ class BatchPipeline:
 
     `done` runs once a batch has handed every result and dead letter to the producer: the
     caller lets its offsets be committed then, and not before (at-least-once, as with
-    depth 1).
+    depth 1). Batches may finish out of order, but each sends its counts only after the one
+    submitted before it has sent its own: the tally's exact counting relies on that order.
     """
 
     def __init__(self, app: StreamApp, decode: Decoder, depth: int) -> None:
@@ -212,21 +245,25 @@ class BatchPipeline:
         self.decode = decode
         self._slots = asyncio.Semaphore(depth)
         self._running: set[asyncio.Task[None]] = set()
+        self._last_turn: Turn | None = None  # the latest batch's, to send counts after
 
     async def submit(self, records: list[Incoming], done: Callable[[], None]) -> None:
         await self._slots.acquire()  # bounds memory: at most `depth` batches held
-        task = asyncio.create_task(self._run(records, done))
+        turn = self._last_turn = Turn(self._last_turn)
+        task = asyncio.create_task(self._run(records, done, turn))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run(self, records: list[Incoming], done: Callable[[], None]) -> None:
+    async def _run(self, records: list[Incoming], done: Callable[[], None],
+                   turn: Turn) -> None:
         try:
-            await infer_batch(self.app, records, self.decode)
+            await infer_batch(self.app, records, self.decode, turn)
         except Exception as exc:
             exit_without_commit(exc)
         else:
             done()
         finally:
+            turn.end()  # whatever happened, the next batch's counts may go
             self._slots.release()
 
     async def drain(self) -> None:

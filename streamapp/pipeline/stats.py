@@ -26,8 +26,12 @@ DEAD_LETTER = "dead_letter"  # reason code
 RECOVERED = "recovered"  # what a comment was decoded despite (records.Recovery)
 
 COUNTERS = ("seen", "predicted", "matched", "failed")
-# Table values also keep the offset of the last stats message applied (streamapp.pipeline.agents).
+# Table values also keep the offset of the last stats message applied, and `totals` values per
+# lane the highest source offset counted; stats entries carry their source offsets per lane
+# (streamapp.pipeline.ledger).
 APPLIED_OFFSET = "_offset"
+COUNTED_UPTO = "_upto"
+SOURCES = "_src"
 
 
 def stats_key(kind: str, name: str) -> str:
@@ -54,28 +58,47 @@ def merge_counts(current: dict[str, int] | None, delta: dict[str, int]) -> dict[
     return merged
 
 
+# A record's source: (lane, offset), what the tally deduplicates by (streamapp.pipeline.ledger).
+Source = tuple[str, int]
+
+
 class BatchTally:
-    """Counts of one batch, keyed like the table, ready to send to the stats topic."""
+    """Counts of one batch, keyed like the table, ready to send to the stats topic; with each
+    record's source, so that the tally counts a replayed record once."""
 
     def __init__(self) -> None:
         self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        # key -> lane -> "seen,predicted,..." (what a record adds) -> source offsets
+        self.sources: dict[str, dict[str, dict[str, list[int]]]] = {}
 
-    def add(self, first_category: str, path: str, *, predicted: bool, matched: bool) -> None:
+    def _count(self, key: str, names: tuple[str, ...], source: Source | None) -> None:
+        self.counts[key].update(names)
+        if source is not None:
+            lane, offset = source
+            (self.sources.setdefault(key, {}).setdefault(lane, {})
+             .setdefault(",".join(names), []).append(offset))
+
+    def add(self, first_category: str, path: str, *, predicted: bool, matched: bool,
+            source: Source | None = None) -> None:
+        names = ("seen", "predicted" if predicted else "failed") + (("matched",) if matched
+                                                                    else ())
         for key in (stats_key(CATEGORY, first_category), stats_key(PATH, path)):
-            counter = self.counts[key]
-            counter["seen"] += 1
-            counter["predicted" if predicted else "failed"] += 1
-            if matched:
-                counter["matched"] += 1
+            self._count(key, names, source)
 
-    def add_dead_letter(self, reason: str) -> None:
-        self.counts[stats_key(DEAD_LETTER, reason)]["seen"] += 1
+    def add_dead_letter(self, reason: str, source: Source | None = None) -> None:
+        self._count(stats_key(DEAD_LETTER, reason), ("seen",), source)
 
-    def add_recovered(self, recovery: str) -> None:
-        self.counts[stats_key(RECOVERED, recovery)]["seen"] += 1
+    def add_recovered(self, recovery: str, source: Source | None = None) -> None:
+        self._count(stats_key(RECOVERED, recovery), ("seen",), source)
 
     def items(self) -> list[tuple[str, dict[str, int]]]:
+        """The counts per key."""
         return [(key, dict(counter)) for key, counter in self.counts.items()]
+
+    def entries(self) -> list[tuple[str, dict[str, Any]]]:
+        """The stats entries: the counts per key, with their sources."""
+        return [(key, {**counts, SOURCES: self.sources[key]} if key in self.sources
+                 else counts) for key, counts in self.items()]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,19 @@ class ModelFailure:
     reason: str = Reason.MODEL_ERROR
 
 
-Outcome = float | ModelFailure
+@dataclass(frozen=True)
+class Scored:
+    """A score with the model's own output fields (PMML's, for the result's `outputs`)."""
+
+    score: float
+    outputs: dict[str, Any]
+
+
+Outcome = float | Scored | ModelFailure
+
+
+def score_of(outcome: float | Scored) -> float:
+    return outcome.score if isinstance(outcome, Scored) else outcome
 
 
 @dataclass
@@ -107,7 +119,7 @@ class InferenceEngine:
         if len(outcomes) != len(requests):
             raise ScoreError(f"model returned {len(outcomes)} scores for {len(requests)} inputs")
         for outcome in outcomes:
-            if not isinstance(outcome, ModelFailure) and not 0.0 <= outcome <= 1.0:
+            if not isinstance(outcome, ModelFailure) and not 0.0 <= score_of(outcome) <= 1.0:
                 raise ScoreError(f"model returned score {outcome!r}, outside 0..1")  # or NaN
         return outcomes
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from streamapp.serving.engine import BatchTiming, Outcome, failure
+from streamapp.serving.engine import BatchTiming, ModelFailure, Outcome, Scored, failure
 from streamapp.serving.formats.huggingface import ModelLoadError, PackedBatch, resolve_device
 from streamapp.serving.handlers.builtin import SkuMatchInfer
 from streamapp.serving.handlers.contract import (
@@ -27,6 +27,7 @@ from streamapp.serving.handlers.contract import (
     config_dict,
     load_handler_class,
 )
+from streamapp.serving.handlers.pmml import PMML_HANDLER, PmmlInfer
 from streamapp.serving.repository import ModelVersion, resolve
 from streamapp.serving.scores import ScoreError, to_scores
 from streamapp.settings import Settings
@@ -63,6 +64,40 @@ def _result(output: Any) -> Any:
     return output["result"]
 
 
+def _per_record(output: dict[str, Any], key: str, count: int) -> list[Any] | None:
+    values = output.get(key)
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) != count:
+        raise ScoreError(f"process() returned {key!r} that is not a list of {count} entries")
+    return values
+
+
+def batch_outcomes(output: Any, count: int) -> list[Outcome]:
+    """A batch handler's output as one outcome per record. Beside `result`, a handler may
+    return `errors` (None, or why that record failed: it alone is dead-lettered, with no
+    bisection) and `outputs` (a dict per record for the result's `outputs`)."""
+    result = _result(output)
+    errors = _per_record(output, "errors", count)
+    outputs = _per_record(output, "outputs", count)
+    if errors is None:
+        scores = to_scores(result, count)
+    else:
+        good = [i for i, error in enumerate(errors) if error is None]
+        rows = list(result)
+        read = iter(to_scores([rows[i] for i in good], len(good)) if good else [])
+        scores = [next(read) if error is None else 0.0 for error in errors]
+    outcomes: list[Outcome] = []
+    for i, score in enumerate(scores):
+        if errors is not None and errors[i] is not None:
+            outcomes.append(ModelFailure(str(errors[i])))
+        elif outputs is not None and isinstance(outputs[i], dict):
+            outcomes.append(Scored(score, outputs[i]))
+        else:
+            outcomes.append(score)
+    return outcomes
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A handler initialized on one version; `run` is called in the model thread."""
@@ -74,6 +109,7 @@ class LoadedModel:
     device: str
     dtype: str
     batch: bool
+    handler_spec: str = BUILTIN_HANDLER
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -95,7 +131,7 @@ class LoadedModel:
         output = self.handler.process(preprocessed, self.spec)
         timing.process_s += time.perf_counter() - started
         _count_tokens(preprocessed, timing)
-        return _result(output)
+        return output
 
     def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> Any:
         """Stage one, in the engine's tokenizer thread: a batch handler's `preprocess` on the
@@ -110,11 +146,11 @@ class LoadedModel:
         """Stage two, in the model thread: one score per request. A batch handler's failure
         raises (the engine bisects); a per-record handler's failure is that record's alone."""
         if self.batch:
-            return list(to_scores(self._process(prepared, timing), len(requests)))
+            return batch_outcomes(self._process(prepared, timing), len(requests))
         outcomes: list[Outcome] = []
         for request in requests:
             try:
-                outcomes.append(to_scores(self._call(request, timing), 1)[0])
+                outcomes.append(to_scores(_result(self._call(request, timing)), 1)[0])
             except Exception as exc:  # the handler's own code: any error is the record's
                 outcomes.append(failure(exc))
         return outcomes
@@ -128,7 +164,7 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "path": self.path,
                 "device": self.device, "dtype": self.dtype, "loaded_at": self.loaded_at,
-                "batch": self.batch}
+                "batch": self.batch, "handler": self.handler_spec}
 
 
 class ModelManager:
@@ -152,7 +188,15 @@ class ModelManager:
             raise RuntimeError("no model loaded yet")
         return self._current
 
-    def _new_handler(self) -> Any:
+    def _serves_pmml(self, version: ModelVersion) -> bool:
+        """A PMML version gets the PMML handler, unless STREAMAPP_HANDLER names one: so a
+        PMML version may replace a BERT version under hot reload, and back."""
+        return self.settings.handler is None and version.deploy.model_type == "pmml"
+
+    def _new_handler(self, version: ModelVersion) -> Any:
+        if self._serves_pmml(version):
+            return PmmlInfer(positive=self.settings.pmml_positive,
+                             features=self.settings.pmml_features)
         if self.handler_class is SkuMatchInfer:
             return SkuMatchInfer(max_tokens=self.settings.max_tokens,
                                  output_index=self.settings.torchscript_output,
@@ -166,7 +210,8 @@ class ModelManager:
 
     def load(self, version: ModelVersion) -> LoadedModel:
         """Build and initialize a handler on `version` (blocking: call it off the loop)."""
-        handler = self._new_handler()
+        handler = self._new_handler(version)
+        pmml = self._serves_pmml(version)
         try:
             handler.initialize(config_dict(self.settings.model_name, version, self.device,
                                            handler_log))
@@ -182,9 +227,10 @@ class ModelManager:
         else:
             label = info.version if info is not None else version.label
         return LoadedModel(handler=handler, name=name, version=label, path=str(version.path),
-                           device=str(self.device),
-                           dtype=info.dtype if info is not None else "unknown",
-                           batch=self.batch)
+                           device="cpu" if pmml else str(self.device),
+                           dtype=info.dtype if info is not None else "pmml" if pmml else "unknown",
+                           batch=PmmlInfer.accepts_batch if pmml else self.batch,
+                           handler_spec=PMML_HANDLER if pmml else self.handler_spec)
 
     def load_initial(self) -> LoadedModel:
         self._current = self.load(self._resolve())
@@ -229,7 +275,6 @@ class ModelManager:
     def status(self) -> dict[str, Any]:
         return {
             **self.current.describe(),
-            "handler": self.handler_spec,
             "root": str(self.settings.model_dir),
             "reloads": self.reloads,
             "swapped_at": self.swapped_at,

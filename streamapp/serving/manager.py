@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -176,6 +177,10 @@ class ModelManager:
         self.device = resolve_device(settings.model_dir, settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        if settings.switch_interval_ms:
+            # Each torch op gives the GIL up and waits to take it back; while the event loop
+            # holds it, that wait lasts up to the switch interval (Python's 5 ms).
+            sys.setswitchinterval(settings.switch_interval_ms / 1000)
         self._current: LoadedModel | None = None
         self.last_error: dict[str, Any] | None = None
         self.reloads = 0

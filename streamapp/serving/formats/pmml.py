@@ -79,9 +79,6 @@ def _fields(java_fields: Any) -> list[PmmlField]:
                       str(f.getOpType().value())) for f in java_fields]
 
 
-PLAIN_TYPES = (type(None), bool, int, float, str)
-
-
 def _plain(value: Any) -> Any:
     """A result value as JSON-ready Python (NaN is no JSON number: missing)."""
     if isinstance(value, float) and value != value:
@@ -91,21 +88,17 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _plain_column(column: list[Any]) -> list[Any]:
-    return [v if type(v) in PLAIN_TYPES and v == v else _plain(v) for v in column]
-
-
 class JpmmlModel:
     """A PMML file evaluated by JPMML."""
 
     evaluator = "jpmml"
 
     def __init__(self, path: Path, positive: str) -> None:
-        from jpmml_evaluator import JavaError, PythonEvaluatorUtil, make_evaluator
+        import jpype
+        from jpmml_evaluator import JavaError, make_evaluator
 
         _start_jvm()
         self.path = path
-        self._util = PythonEvaluatorUtil
         try:
             self._evaluator = make_evaluator(str(path), backend="jpype", lax=False).verify()
         except JavaError as exc:
@@ -113,7 +106,10 @@ class JpmmlModel:
         except Exception as exc:  # JPype raises the Java exception as its own type
             raise ModelLoadError(path, f"the PMML evaluator refused it: "
                                        f"{type(exc).__name__}: {exc}") from exc
-        java = self._evaluator.javaEvaluator
+        java = self._java = self._evaluator.javaEvaluator
+        self._inputs = [(str(f.getName()), f) for f in java.getInputFields()]
+        self._HashMap = jpype.JClass("java.util.LinkedHashMap")
+        self._decode_all = jpype.JClass("org.jpmml.evaluator.EvaluatorUtil").decodeAll
         self.inputs = _fields(java.getInputFields())
         self.targets = _fields(java.getTargetFields())
         self.outputs = _fields(java.getOutputFields())
@@ -139,43 +135,48 @@ class JpmmlModel:
                                         f"{', '.join(offered) or 'none'}")
 
     def evaluate(self, rows: Sequence[dict[str, Any]]) -> list[RowOutcome]:
-        """The whole batch in one call into the JVM (evaluateAll, one thread: the worker
-        runs one model thread). Rows go column by column, without a DataFrame."""
-        if not rows:
-            return []
-        columns = sorted({name for row in rows for name in row})
-        arguments = {"columns": columns, "data": [[row.get(c) for row in rows] for c in columns]}
-        result = self._util.evaluateAll(self._evaluator.backend, self._evaluator.javaEvaluator,
-                                        arguments, None, 1)
-        names: list[str] = [str(name) for name in result["columns"]]
-        columns = [_plain_column(column) for column in result["data"]]
-        errors: list[str | None] = result["errors"] or [None] * len(rows)
-        score_at = names.index(self.score_field)
-        outcomes = []
-        for error, values in zip(errors, zip(*columns, strict=True), strict=True):
-            if error is not None:
-                outcomes.append(RowOutcome(error=str(error)))
-            elif values[score_at] is None:
-                outcomes.append(RowOutcome(error=f"the model gave no {self.score_field}"))
-            else:
-                outcomes.append(RowOutcome(float(values[score_at]),
-                                           dict(zip(names, values, strict=True))))
-        return outcomes
+        """Each row through JPMML's own Java API, called by JPype: the input fields prepared
+        from the row's values, `Evaluator.evaluate`, the results decoded to plain values.
 
-    def evaluate_each(self, rows: Sequence[dict[str, Any]]) -> list[RowOutcome]:
-        """One evaluator call per row: what `make bench` measures `evaluate` against."""
-        from jpmml_evaluator import JavaError
+        Not jpmml-evaluator's Python `evaluate` / `evaluateAll`: those carry rows and results
+        across as pickles, and streamapp never pickles. A row the evaluator rejects is that
+        row's error (the Java exception's class and message), never a raise."""
+        from jpype import JException
 
         outcomes = []
         for row in rows:
+            arguments = self._HashMap()
             try:
-                result = self._evaluator.evaluate(dict(row))
-            except JavaError as exc:
-                outcomes.append(RowOutcome(error=str(exc)))
+                for name, input_field in self._inputs:
+                    arguments.put(name, input_field.prepare(row.get(name)))
+                results = self._decode_all(self._java.evaluate(arguments))
+            except JException as exc:
+                outcomes.append(RowOutcome(
+                    error=f"{exc.getClass().getSimpleName()}: {exc.getMessage()}"))
                 continue
-            outcomes.append(RowOutcome(float(result[self.score_field]),
-                                       {n: _plain(v) for n, v in result.items()}))
+            values = {str(name): _plain(_python(value)) for name, value in results.items()}
+            score = values.get(self.score_field)
+            if score is None:
+                outcomes.append(RowOutcome(error=f"the model gave no {self.score_field}"))
+            else:
+                outcomes.append(RowOutcome(float(score), values))
         return outcomes
+
+
+def _python(value: Any) -> Any:
+    """A decoded Java result value (java.lang.Boolean, Integer, Double, String...) as Python."""
+    import jpype
+
+    lang = jpype.java.lang
+    if value is None:
+        return None
+    if isinstance(value, lang.Boolean):
+        return bool(value)
+    if isinstance(value, lang.Integer | lang.Long | lang.Short | lang.Byte):
+        return int(value)
+    if isinstance(value, lang.Number):
+        return float(value)
+    return str(value)
 
 
 EVALUATORS = {"jpmml": JpmmlModel}

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 9092
 
-.PHONY: install run test lint bench bench-gpu reliability broker worker demo-model clean
+.PHONY: install run test lint bench bench-gpu reliability recovery broker worker demo-model clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ bench-gpu: install
 reliability: install
 	$(BIN)/streamapp reliability $(if $(RUNS),--runs $(RUNS),) $(if $(RECORDS),--records $(RECORDS),) \
 		$(if $(BACKLOG),--backlog $(BACKLOG),) $(if $(SLOW_RECORDS),--slow-records $(SLOW_RECORDS),)
+
+# Kill -9 one of two workers: how long its partitions stay silent (RELIABILITY.md's recovery
+# section; about 10 minutes). RUNS= and SESSION_TIMEOUT_S= size it.
+recovery: install
+	$(BIN)/python -m reliability.recovery --write $(if $(RUNS),--runs $(RUNS),) \
+		$(if $(SESSION_TIMEOUT_S),--session-timeout-s $(SESSION_TIMEOUT_S),)
 
 broker: install
 	$(BIN)/streamapp broker --port $(PORT)

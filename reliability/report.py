@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from reliability.accounting import ReliabilityReport
+from reliability.recovery import keep_section
 from reliability.scenarios import (
     FAULTS,
     SLOW_DELAY_ENV,
@@ -190,6 +191,7 @@ def write_report(results: dict[str, list[ReliabilityReport]], out: Path, *, comm
     lines += ["```", ""]
     if notes:
         lines += [notes.rstrip(), ""]
+    keep_section(out.read_text() if out.exists() else None, lines)  # reliability.recovery's
     out.write_text("\n".join(lines))
 
 

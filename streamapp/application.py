@@ -41,6 +41,9 @@ class StreamApp(faust.App):
         self.models: Any = None  # streamapp.serving.manager.ModelManager
         # streamapp.pipeline.intake.BatchIntake, with STREAMAPP_INTAKE=batch
         self.intake: Any = None
+        # aiokafka's transactional producer, with STREAMAPP_GUARANTEE=exactly_once: the data
+        # path's outputs go through it (streamapp.pipeline.outbox.aiokafka_producer).
+        self.transactional_producer: Any = None
         owned = {"partitions": settings.partitions}  # topics streamapp creates
         # Raw bytes everywhere: decoding is ours, so a bad record becomes a dead letter,
         # never a crash inside Faust's deserializer.
@@ -99,9 +102,13 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "web_enabled": True,
         # Faust's /table/ routes serve raw table contents: off unless asked for.
         "web_tables_enabled": settings.web_tables,
+        # Faust's own exactly_once (a transactional producer per partition, managed by its
+        # consumer) is not used: exactly_once is the batch intake's (streamapp.pipeline.intake).
         "processing_guarantee": "at_least_once",
+        # Static membership (KIP-345): a restarted worker keeps its partitions.
+        "consumer_group_instance_id": settings.instance_id,
         "broker_session_timeout": settings.session_timeout_s,
-        "broker_heartbeat_interval": max(settings.session_timeout_s / 4, 0.5),
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
         "table_standby_replicas": 0,

@@ -108,6 +108,16 @@ class Settings(BaseModel):
     ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
     ssl_check_hostname: bool = Field(True, description="check the brokers' host names")
     session_timeout_s: float = Field(10.0, gt=0, le=300, description="Kafka group session timeout")
+    guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once: each batch's outputs and its source offsets in one Kafka "
+                    "transaction (needs a broker with transactions, STREAMAPP_INTAKE=batch and "
+                    "STREAMAPP_FANOUT=false)")
+    instance_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="static group membership (KIP-345), e.g. the pod name: a worker restarted "
+                    "with the same id within the session timeout gets its partitions back "
+                    "without a rebalance; also names its transactional producer")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
     @field_validator("broker")
@@ -146,6 +156,16 @@ class Settings(BaseModel):
                 raise ValueError(f"{self.env_name(name)}: no such file {path}")
         return self
 
+    @model_validator(mode="after")
+    def _exactly_once_path(self) -> Settings:
+        # Only the batch intake commits its offsets inside the output transaction; in fan-out
+        # mode the ingest agent's at-least-once hop would repeat records before it.
+        if self.guarantee == "exactly_once" and (self.intake != "batch" or self.fanout):
+            raise ValueError("STREAMAPP_GUARANTEE=exactly_once needs STREAMAPP_INTAKE=batch and "
+                             "STREAMAPP_FANOUT=false (only the batch intake reading the comment "
+                             "topic itself commits offsets inside the output transaction)")
+        return self
+
     def sasl_password_value(self) -> str | None:
         if self.sasl_password_file is not None:
             return self.sasl_password_file.read_text().strip()
@@ -156,6 +176,12 @@ class Settings(BaseModel):
         """Bootstrap servers as Faust URLs (kafka://host:port)."""
         hosts = [h.strip() for h in self.broker.split(",") if h.strip()]
         return [h if "://" in h else f"kafka://{h}" for h in hosts]
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """A tenth of the session timeout: a member learns of a rebalance (a dead member's
+        partitions to take over) within this, not the quarter session it took before."""
+        return max(self.session_timeout_s / 10, 0.3)
 
     @property
     def model_dir(self) -> Path:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import TP
+from faust.types import TP, Message
 
 from reliability.scenarios import SLOW_DELAY_ENV, SLOW_HANDLER, run_scenario
 from streamapp.application import create_app
@@ -43,6 +44,48 @@ def test_a_restart_offset_jump_is_not_committed_before_its_records_are_processed
         return committed
 
     assert asyncio.run(commits_after_acks()) == [443, 444, 445]
+
+
+def test_under_exactly_once_a_transaction_marker_is_passed_and_the_seek_artefact_is_not(
+) -> None:
+    """read_committed: offset 10 is a commit marker (never delivered): once 9 is processed
+    the commit reaches it (10), and once 11 is, passes both (12). The seek artefact (records
+    up to 30 delivered, read offset reset to the committed 20, next record 31) is still not
+    counted."""
+
+    def ack(consumer: Any, tp: TP, offset: int) -> None:
+        consumer._acked[tp].append(offset)
+        consumer._acked_index[tp].add(offset)
+
+    async def run() -> list[int | None]:
+        settings = Settings(store="memory", guarantee="exactly_once", intake="batch",
+                            fanout=False)
+        consumer = create_app(settings).consumer
+        tp = TP("streamapp-stats", 0)
+        consumer._committed_offset[tp] = 9
+        consumer.track_message(_message(tp, 9))
+        await consumer._add_gap(tp, 10, 11)  # as Faust's fetch loop: before 11 is delivered
+        consumer.track_message(_message(tp, 11))
+        commits = []
+        for offset in (9, 11):
+            ack(consumer, tp, offset)
+            commits.append(consumer._new_offset(tp))
+            consumer._committed_offset[tp] = commits[-1]  # as _commit_offsets does
+        tp = TP("streamapp-stats", 1)
+        consumer._committed_offset[tp] = 20
+        for offset in range(20, 31):
+            consumer.track_message(_message(tp, offset))
+        await consumer._add_gap(tp, 21, 31)
+        ack(consumer, tp, 20)
+        commits.append(consumer._new_offset(tp))
+        return commits
+
+    assert asyncio.run(run()) == [10, 12, 21]
+
+
+def _message(tp: TP, offset: int) -> Message:
+    return Message(tp.topic, tp.partition, offset, timestamp=0.0, timestamp_type=0,
+                   headers=None, key=None, value=b"", checksum=None)
 
 
 def test_a_commit_starts_at_the_committed_offset() -> None:
@@ -152,3 +195,21 @@ def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_in_bounded_time(
     assert report.duplicated <= REREAD_ALLOWANCE, report.summary()
     assert not report.crashed and not report.unexpected_ids, report.summary()
     assert report.table_ok, f"{report.summary()}; per category {report.table_diff}"
+
+
+def test_the_recovery_section_survives_a_rewritten_report(tmp_path: Path) -> None:
+    from reliability.recovery import Recovery, render, section_of, write_section
+    from reliability.report import write_report
+
+    out = tmp_path / "RELIABILITY.md"
+    write_report({}, out, command="streamapp reliability", notes="")
+    write_section(out, render([Recovery("takeover", 10.0, 14.6, True, [0, 2])], "embedded"),
+                  "python -m reliability.recovery --case takeover")
+    write_section(out, render([Recovery("takeover", 10.0, 12.0, True, [1, 3])], "embedded"),
+                  "python -m reliability.recovery --case takeover --runs 1")
+    section = section_of(out.read_text())
+    assert section is not None
+    assert "| embedded | takeover | 1 | 10 | 12.0 (12.0–12.0) | 1/1 |" in section
+    assert "14.6" not in section  # same broker, case and timeout: replaced
+    write_report({}, out, command="streamapp reliability", notes="")
+    assert section_of(out.read_text()) == section

@@ -93,7 +93,12 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "ssl_keyfile": (__file__, Path(__file__)),
     "ssl_check_hostname": ("false", False),
     "log_level": ("debug", "debug"),
+    "guarantee": ("exactly_once", "exactly_once"),
+    "instance_id": ("streamapp-worker-7", "streamapp-worker-7"),
 }
+
+# Settings that a case above needs beside it.
+COMPANIONS = {"guarantee": {"STREAMAPP_INTAKE": "batch", "STREAMAPP_FANOUT": "false"}}
 
 
 def test_every_setting_has_a_case_here() -> None:
@@ -109,7 +114,7 @@ def test_the_token_budget_default_is_the_classifiers() -> None:
 @pytest.mark.parametrize(("field", "raw", "expected"),
                          [(f, raw, exp) for f, (raw, exp) in EVERY_SETTING.items()])
 def test_each_variable_is_read(field: str, raw: str, expected: Any) -> None:
-    settings = Settings.from_env({f"STREAMAPP_{field.upper()}": raw})
+    settings = Settings.from_env({f"STREAMAPP_{field.upper()}": raw, **COMPANIONS.get(field, {})})
     assert getattr(settings, field) == expected
     assert getattr(settings, field) != getattr(Settings(), field)
 
@@ -264,3 +269,15 @@ def test_describe_covers_every_field() -> None:
 def test_describe_defaults_read_back_as_the_defaults() -> None:
     env = {variable: default for variable, default, _ in Settings.describe() if default}
     assert Settings.from_env(env) == Settings()
+
+
+@pytest.mark.parametrize("env", [{}, {"STREAMAPP_INTAKE": "batch"},
+                                 {"STREAMAPP_FANOUT": "false"}])
+def test_exactly_once_needs_the_batch_intake_on_the_comment_topic(env: dict[str, str]) -> None:
+    problems = problems_of({"STREAMAPP_GUARANTEE": "exactly_once", **env})
+    assert "STREAMAPP_GUARANTEE=exactly_once needs STREAMAPP_INTAKE=batch and " \
+           "STREAMAPP_FANOUT=false" in problems
+
+
+def test_instance_id_must_be_a_kafka_friendly_name() -> None:
+    assert "STREAMAPP_INSTANCE_ID='pod 1'" in problems_of({"STREAMAPP_INSTANCE_ID": "pod 1"})

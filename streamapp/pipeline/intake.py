@@ -12,6 +12,12 @@ At-least-once, as in the agent: a batch's offsets become committable only once a
 are with the producer; a commit first flushes the producer, then commits per partition up to the
 first batch not done yet. Before partitions are taken away (rebalance, shutdown) the batches in
 flight finish and are committed, so the next owner starts right after them.
+
+Exactly-once (STREAMAPP_GUARANTEE=exactly_once, streamapp.pipeline.transactions; the
+transactional producer is started with the worker, streamapp.pipeline.startup): one batch at a
+time, each in its own transaction with its offsets; STREAMAPP_PIPELINE_DEPTH does not apply
+(with two transactions open at once the second could not commit its offsets before the first).
+STREAMAPP_INSTANCE_ID makes the consumer a static member (KIP-345).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.types import TopicT
 from mode import Service
 
-from streamapp.pipeline.batches import exit_without_commit
+from streamapp.pipeline.batches import exit_without_commit, infer_batch
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
@@ -110,6 +116,7 @@ class _OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.intake.hand_back(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.intake.revoking = False
         log.info("intake assigned %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
@@ -124,7 +131,9 @@ class BatchIntake(Service):
         self.pipeline = pipeline
         self.tracker = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
-        self._commit_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()  # exactly_once: held for each batch's transaction
+        self.exactly_once = app.settings.guarantee == "exactly_once"
+        self.revoking = False  # between a revocation and the next assignment
 
     @property
     def group_id(self) -> str:
@@ -142,7 +151,10 @@ class BatchIntake(Service):
             bootstrap_servers=bootstrap_servers(settings.broker), group_id=self.group_id,
             client_id=f"{settings.app_id}-intake", enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=settings.fetch_wait_ms,
-            session_timeout_ms=session_ms, heartbeat_interval_ms=max(session_ms // 4, 500),
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+            group_instance_id=settings.instance_id,
+            isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
             **aiokafka_security(settings))
 
     async def on_start(self) -> None:
@@ -157,7 +169,11 @@ class BatchIntake(Service):
         try:
             await self.hand_back(self.assignment())
         finally:
-            await self.consumer.stop()  # leaves the group: the partitions move at once
+            # Leaves the group (the partitions move at once), unless a static member: then
+            # they wait for this instance to come back within the session timeout.
+            await self.consumer.stop()
+            if self.app.transactional_producer is not None:
+                await self.app.transactional_producer.stop()
 
     @Service.task
     async def _fetch_batches(self) -> None:
@@ -169,7 +185,9 @@ class BatchIntake(Service):
                                                       max_records=settings.batch_size)
                 records = [Incoming(r.value, r.topic, r.partition, r.offset, r.timestamp)
                            for batch in fetched.values() for r in batch]
-                if records and not self.should_stop:
+                if records and not self.should_stop and self.exactly_once:
+                    await self._transact(records)
+                elif records and not self.should_stop:
                     spans = self.tracker.track(records)
                     await self.pipeline.submit(records,
                                                functools.partial(self.tracker.done, spans))
@@ -180,6 +198,26 @@ class BatchIntake(Service):
                 return  # stopped under the fetch at shutdown
             exit_without_commit(exc)
 
+    async def _transact(self, records: list[Incoming]) -> None:
+        """One batch, its outputs and its offsets in one transaction (raises on failure: the
+        caller exits without commit, the transaction is aborted, the batch read again)."""
+        producer = self.app.transactional_producer
+        async with self._commit_lock:
+            # Records fetched before a revocation belong to the next owner now: it reads them
+            # from the committed offsets (aiokafka's TxnOffsetCommit carries no generation to
+            # fence this worker's offsets with, so they must not be written at all).
+            assigned = self.assignment()
+            records = [r for r in records if not self.revoking
+                       and TopicPartition(r.topic, r.partition) in assigned]
+            if not records:
+                return
+            offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+            await producer.begin_transaction()
+            await infer_batch(self.app, records, self.pipeline.decode)
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+            await producer.commit_transaction()
+            self.tracker.committed(offsets)
+
     @Service.timer(COMMIT_INTERVAL_S)
     async def _commit_periodically(self) -> None:
         await self.commit()
@@ -187,7 +225,7 @@ class BatchIntake(Service):
     async def commit(self) -> None:
         """Flush the producer, then commit what is safe to commit (never raises KafkaError:
         a commit that fails is retried by the next one; at worst records are replayed)."""
-        if self.consumer is None:
+        if self.consumer is None or self.exactly_once:  # committed in each transaction
             return
         async with self._commit_lock:
             offsets = self.tracker.to_commit(self.assignment())
@@ -222,6 +260,11 @@ class BatchIntake(Service):
 
     async def hand_back(self, partitions: set[TopicPartition]) -> None:
         """Before `partitions` go (rebalance, shutdown): finish the batches in flight, commit."""
+        if self.exactly_once:
+            self.revoking = True
+            async with self._commit_lock:  # the transaction under way commits first
+                self.tracker.forget(partitions)
+            return
         await self.pipeline.drain()
         await self.commit()
         self.tracker.forget(partitions)

@@ -21,7 +21,8 @@ offset past the committed one (`min(acked) - committed > 1`), skipping the recor
 committed offset when it was never acked.
 
 This application's input topics (`comments`, the internal inference and stats topics) are
-neither compacted nor written transactionally, so a real gap cannot occur on them; a jump is
+neither compacted nor written transactionally (but for the stats topic under
+STREAMAPP_GUARANTEE=exactly_once: SafeOffsetConsumer), so a real gap cannot occur on them; a jump is
 logged and ignored, and a commit only ever advances over offsets acked one after another from
 the committed one. The price, should a real gap ever appear (a transactional upstream
 producer's control records), is a commit that stops advancing there: records are replayed
@@ -59,6 +60,9 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
         # answers as soon as data arrives, so there a shorter wait only costs requests on an
         # idle topic. Read by aiokafka when it starts its fetcher, which has not happened yet.
         consumer._fetch_max_wait_ms = self.app.settings.fetch_wait_ms
+        if self.app.settings.guarantee == "exactly_once":
+            # The stats topic is then written in transactions: tables count committed ones only.
+            consumer._isolation_level = "read_committed"
         self._bootstrap = server_list(transport.url, transport.default_port)
         return consumer
 
@@ -105,7 +109,25 @@ async def fetched_end_offsets(bootstrap: list[str] | str,
 
 
 class SafeOffsetConsumer(AIOKafkaConsumer):
-    """Faust's aiokafka consumer, committing only offsets processed in an unbroken run."""
+    """Faust's aiokafka consumer, committing only offsets processed in an unbroken run.
+
+    Under STREAMAPP_GUARANTEE=exactly_once the stats topic is written in transactions, so real
+    gaps appear in it (a commit marker after each batch, aborted batches); this consumer then
+    reads `read_committed` and tells the two kinds apart by what was delivered: a gap that
+    starts past the highest offset ever handed to a stream is real (those offsets will never
+    come) and counts as processed, as in Faust; one that starts at or below it is the seek's
+    artefact above (its records were delivered and are acked when processed).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._real_gaps = self.app.settings.guarantee == "exactly_once"
+        self._delivered: dict[TP, int] = {}  # highest offset handed to a stream, per partition
+
+    def track_message(self, message: Any) -> None:
+        super().track_message(message)
+        if self._real_gaps and message.offset > self._delivered.get(message.tp, -1):
+            self._delivered[message.tp] = message.offset
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -113,6 +135,10 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         if FAUST_GAPS:
             await super()._add_gap(tp, offset_from, offset_to)
+            return
+        if self._real_gaps and offset_from > self._delivered.get(tp, -1):
+            # Faust's gap includes `offset_to`, the record just arrived and not processed yet.
+            await super()._add_gap(tp, offset_from, offset_to - 1)
             return
         # Do not count unseen offsets as acked: if the records were delivered they will be
         # acked when processed; if not, the commit stays before them and they are replayed.
@@ -124,7 +150,9 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         if not FAUST_GAPS:
             acked = self._acked[tp]
             committed = self._committed_offset[tp]
-            # `committed` is the next offset to read: a commit may only start from it.
-            if acked and committed is not None and min(acked) > committed:
+            # `committed` is the next offset to read: a commit may only start from it, or from
+            # a real gap there (exactly_once: a transaction marker; no gaps are kept otherwise).
+            if (acked and committed is not None and min(acked) > committed
+                    and not self._gap[tp].overlaps(committed)):
                 return None
         return super()._new_offset(tp)

@@ -4,7 +4,8 @@ aiokafka's `send()` costs a future, a partitioner call and an accumulator lookup
 21% of the worker's time in a py-spy profile without a model (about 12,000 records/s).
 Filling the producer's record batches here and handing each to `send_batch` pays that once per
 batch (up to `producer_max_batch_size` bytes). The producer is Faust's own, so the flush Faust
-(and the batch intake) runs before committing offsets covers these messages as well.
+(and the batch intake) runs before committing offsets covers these messages as well; under
+STREAMAPP_GUARANTEE=exactly_once it is the batch's transactional producer.
 
 Results are partitioned by the CRC-32 of their key: one key always lands on one partition (a
 replayed result beside the first, for compaction), computed in C. Kafka's default, murmur2, is
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
 
 
 def aiokafka_producer(app: StreamApp) -> Any:
-    """The aiokafka producer inside Faust's producer service (started with the app)."""
+    """The producer of the data path's outputs: under STREAMAPP_GUARANTEE=exactly_once the
+    batch intake's transactional one (streamapp.pipeline.transactions), else the aiokafka
+    producer inside Faust's producer service (started with the app)."""
+    if app.transactional_producer is not None:
+        return app.transactional_producer
     return app.producer._ensure_producer()
 
 
@@ -64,8 +69,7 @@ class Outbox:
         for partition, builder in [*self._full, *self._open.items()]:
             await self._producer.send_batch(builder, self.topic, partition=partition)
         for partition, key, value in self._oversized:
-            await self.app.producer.send(self.topic, key, value, partition=partition,
-                                         timestamp=None, headers=None)
+            await self._producer.send(self.topic, value, key=key, partition=partition)
         self._full.clear()
         self._open.clear()
         self._oversized.clear()

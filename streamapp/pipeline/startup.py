@@ -46,7 +46,8 @@ def _load(app: StreamApp) -> tuple[ModelManager, LoadedModel]:
 async def prepare_worker(app: StreamApp) -> None:
     """Wait for the broker, load the model (off the loop), log what this worker serves.
 
-    A bad model or handler stops the worker here with its message and exit status 2.
+    A bad model or handler, or STREAMAPP_GUARANTEE=exactly_once on a broker without
+    transactions, stops the worker here with its message and exit status 2.
     """
     from streamapp.serving.engine import InferenceEngine
     from streamapp.serving.formats.huggingface import ModelLoadError
@@ -61,6 +62,17 @@ async def prepare_worker(app: StreamApp) -> None:
         raise SystemExit(2) from None
     app.models = manager
     app.engine = InferenceEngine(max_batch=settings.batch_size)
+    if settings.guarantee == "exactly_once":
+        from streamapp.pipeline.transactions import (
+            TransactionsRefused,
+            start_transactional_producer,
+        )
+
+        try:  # before anything is consumed; the batch intake stops it
+            app.transactional_producer = await start_transactional_producer(settings)
+        except TransactionsRefused as exc:
+            log.critical("cannot start: %s", exc)
+            raise SystemExit(2) from None
     for line in serving_summary(app, loaded):
         log.info("%s", line)
 

@@ -24,7 +24,7 @@ test: install lint
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check streamapp tests
+	$(BIN)/ruff check streamapp tests bench reliability
 
 # The benchmark suite (not part of `make test`): BENCHMARKS.md and bench/results.json.
 # QUICK=1 runs small counts once, to check the suite itself.

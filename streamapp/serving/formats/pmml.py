@@ -84,15 +84,6 @@ def _fields(java_fields: Any) -> list[PmmlField]:
                       str(f.getOpType().value())) for f in java_fields]
 
 
-def _plain(value: Any) -> Any:
-    """A result value as JSON-ready Python (NaN is no JSON number: missing)."""
-    if isinstance(value, float) and value != value:
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 class JpmmlModel:
     """A PMML file evaluated by JPMML."""
 
@@ -115,6 +106,7 @@ class JpmmlModel:
         self._inputs = [(str(f.getName()), f) for f in java.getInputFields()]
         self._HashMap = jpype.JClass("java.util.LinkedHashMap")
         self._decode_all = jpype.JClass("org.jpmml.evaluator.EvaluatorUtil").decodeAll
+        self._json = _JsonValues()
         self.inputs = _fields(java.getInputFields())
         self.targets = _fields(java.getTargetFields())
         self.outputs = _fields(java.getOutputFields())
@@ -159,7 +151,7 @@ class JpmmlModel:
                 outcomes.append(RowOutcome(
                     error=f"{exc.getClass().getSimpleName()}: {exc.getMessage()}"))
                 continue
-            values = {str(name): _plain(_python(value)) for name, value in results.items()}
+            values = {str(name): self._json(value) for name, value in results.items()}
             score = values.get(self.score_field)
             if score is None:
                 outcomes.append(RowOutcome(error=f"the model gave no {self.score_field}"))
@@ -168,20 +160,30 @@ class JpmmlModel:
         return outcomes
 
 
-def _python(value: Any) -> Any:
-    """A decoded Java result value (java.lang.Boolean, Integer, Double, String...) as Python."""
-    import jpype
+class _JsonValues:
+    """Decoded Java result values (java.lang.Boolean, Integer, Double, String...) as JSON-ready
+    Python; the Java classes are looked up once, not per value (this runs per output field of
+    every row)."""
 
-    lang = jpype.java.lang
-    if value is None:
-        return None
-    if isinstance(value, lang.Boolean):
-        return bool(value)
-    if isinstance(value, lang.Integer | lang.Long | lang.Short | lang.Byte):
-        return int(value)
-    if isinstance(value, lang.Number):
-        return float(value)
-    return str(value)
+    def __init__(self) -> None:
+        import jpype
+
+        lang = jpype.java.lang
+        self.boolean = lang.Boolean
+        self.integral = (lang.Integer, lang.Long, lang.Short, lang.Byte)
+        self.number = lang.Number
+
+    def __call__(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, self.boolean):
+            return bool(value)
+        if isinstance(value, self.integral):
+            return int(value)
+        if isinstance(value, self.number):
+            number = float(value)
+            return None if number != number else number  # NaN is no JSON number: missing
+        return str(value)
 
 
 EVALUATORS = {"jpmml": JpmmlModel}

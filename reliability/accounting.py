@@ -9,10 +9,16 @@ summed over workers, against the distinct ids per first-level category among the
 model-failure dead letters. The tables are exact (streamapp.pipeline.ledger): a replayed
 batch sends its counts again, and the tally skips what it counted before, so `table_ok` wants
 every category's table count equal to its distinct ids (`table_over_count` 0).
+
+The outputs are read twice, side by side: as `read_uncommitted` (every record on the log) and
+as `read_committed` (what a downstream consumer of an exactly-once pipeline sees: records of
+aborted transactions skipped). Without transactions (the default `at_least_once`, or the
+embedded broker) the two readings hold the same records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -30,6 +36,7 @@ from streamapp.records import Reason
 
 COMMENTS, RESULTS, DLQ = "comments", "sku-matches", "comments-dlq"
 APP_ID = "streamapp"
+READ_UNCOMMITTED, READ_COMMITTED = "read_uncommitted", "read_committed"
 STATS = f"{APP_ID}-stats"  # per-batch counts per category, which the tally adds to the tables
 # Dead letters the tally counts (the comment was decoded, then the model failed on it); the
 # decode rejections are counted under `dead_letter:<reason>` only, never per category.
@@ -54,6 +61,8 @@ class ReliabilityReport:
     recovery_s: float | None  # fault start -> first output after the fault ended
     fault_at_s: float  # fault start, seconds after the feed started
     elapsed_s: float
+    # `duplicated` as a read_committed consumer counts it; None when not read that way.
+    duplicated_committed: int | None = None
     replayed_outputs: int = 0  # outputs beyond the first per id (counted ids only, see below)
     # Tables vs the topics: the live workers' /api/stats categories[*]["seen"], summed, against
     # the distinct ids per first-level category in the results + model-failure dead letters.
@@ -90,7 +99,9 @@ class ReliabilityReport:
         recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
         return (f"{self.fault} seed={self.seed}: in={self.records_in} out={self.outputs} "
                 f"lost={self.lost} duplicated={self.duplicated} "
-                f"(unexplained {self.unexplained_duplicates}) dead_lettered={self.dead_lettered}"
+                f"(unexplained {self.unexplained_duplicates}) "
+                f"duplicated_read_committed={self.duplicated_committed} "
+                f"dead_lettered={self.dead_lettered}"
                 f" fault_at={self.fault_at_s:.1f}s recovery={recovery} "
                 f"table={self.table_seen} oracle={self.oracle_seen} "
                 f"over={self.table_over_count} (replayed counts skipped "
@@ -112,12 +123,14 @@ Outputs = dict[str, list[tuple[str, int, str | None]]]
 
 
 async def collect_outputs(broker: str, expected: set[str], timeout: float,
-                          settle: float = 3.0) -> Outputs:
-    """Read the result and dead-letter topics until every expected id has an output (then
-    `settle` more seconds, to catch late duplicates) or `timeout` passes."""
+                          settle: float = 3.0, isolation_level: str = READ_UNCOMMITTED
+                          ) -> Outputs:
+    """Read the result and dead-letter topics at `isolation_level` until every expected id has
+    an output (then `settle` more seconds, to catch late duplicates) or `timeout` passes."""
     seen: Outputs = defaultdict(list)
     async for record in follow_until_complete(broker, [RESULTS, DLQ], expected,
-                                              timeout=timeout, settle=settle):
+                                              timeout=timeout, settle=settle,
+                                              isolation_level=isolation_level):
         key = record.key.decode() if record.key else ""
         value = orjson.loads(record.value)
         if record.topic == RESULTS:
@@ -126,6 +139,21 @@ async def collect_outputs(broker: str, expected: set[str], timeout: float,
             made, category = value["failed_at"], _dead_letter_category(value)
         seen[key].append((record.topic, int(made), category))
     return seen
+
+
+async def collect_both(broker: str, expected: set[str], timeout: float,
+                       settle: float = 3.0) -> tuple[Outputs, Outputs]:
+    """(read_uncommitted, read_committed) outputs: one reader per isolation level, run side by
+    side so that both cover the same stretch of the log."""
+    uncommitted, committed = await asyncio.gather(
+        *(collect_outputs(broker, expected, timeout, settle, level)
+          for level in (READ_UNCOMMITTED, READ_COMMITTED)))
+    return uncommitted, committed
+
+
+def duplicated_ids(expected: set[str], outputs: Outputs) -> list[str]:
+    """The expected ids with more than one output, sorted."""
+    return sorted(i for i in expected if len(outputs.get(i, ())) > 1)
 
 
 def _first_category(result: dict[str, Any]) -> str:
@@ -150,11 +178,12 @@ def _dead_letter_category(letter: dict[str, Any]) -> str | None:
 def account(fault: str, seed: int, ids: dict[str, float], outputs: Outputs, *,
             fault_started: float | None, fault_ended: float | None, feed_started: float,
             elapsed_s: float, logs: list[str], crashed: list[str],
-            sample: int = 20) -> ReliabilityReport:
-    """The report, from the produced ids and what the output topics hold."""
+            committed: Outputs | None = None, sample: int = 20) -> ReliabilityReport:
+    """The report, from the produced ids and what the output topics hold (`outputs` read
+    uncommitted, `committed` read_committed when it was read)."""
     expected = set(ids)
     lost = sorted(expected - outputs.keys())
-    dups = sorted(i for i in expected if len(outputs.get(i, ())) > 1)
+    dups = duplicated_ids(expected, outputs)
     unexplained = [i for i in dups if ids[i] > (fault_ended or float("inf"))]
     recovery = None
     if fault_started is not None and fault_ended is not None:
@@ -165,6 +194,8 @@ def account(fault: str, seed: int, ids: dict[str, float], outputs: Outputs, *,
         fault=fault, seed=seed, records_in=len(ids),
         outputs=sum(len(outputs.get(i, ())) for i in expected), lost=len(lost),
         duplicated=len(dups),
+        duplicated_committed=None if committed is None else len(duplicated_ids(expected,
+                                                                               committed)),
         dead_lettered=sum(1 for i in expected if outputs.get(i) and outputs[i][0][0] == DLQ),
         unexplained_duplicates=len(unexplained), recovery_s=recovery,
         fault_at_s=round((fault_started or feed_started) - feed_started, 3),

@@ -126,6 +126,12 @@ ranges for times and memory):
   crash, a graceful stop or a rebalance, replayed. Each is identifiable by its id
   (`comments:partition:offset`); the per-run lines list how many came from comments sent after
   the fault ended (`unexplained`).
+- **duplicated (read_committed)**: the same count as a consumer with
+  `isolation_level="read_committed"` reads the result and dead-letter topics (a second reader,
+  side by side with the first). Under the default `at_least_once` nothing is transactional and
+  it equals **duplicated**. Under `STREAMAPP_GUARANTEE=exactly_once` (a broker with
+  transactions; the embedded one refuses them) replays sit in aborted transactions, and this
+  column is the one that must be 0.
 - **dead-lettered**: ids whose output is a dead letter (the synthetic comments are all valid).
 - **time to recover**: fault start -> first output made after the fault ended.
 - **table over-count**: after the run, `categories[*]["seen"]` of every live worker's
@@ -163,18 +169,22 @@ def write_report(results: dict[str, list[ReliabilityReport]], out: Path, *, comm
         f"{platform.python_version()}), the embedded broker and real worker processes "
         "(`reliability/`).",
         "",
-        "| fault | runs | records in | lost | duplicated | dead-lettered | time to recover "
+        "| fault | runs | records in | lost | duplicated | duplicated (read_committed) "
+        "| dead-lettered | time to recover "
         "| table over-count | replayed counts skipped (replayed outputs) | tables ok | rejoins "
         "| exit time | RSS ready -> peak (MiB) | model |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- |",
     ]
     for fault, reports in results.items():
         case = cases.get(fault)
         over = [r.table_over_count for r in reports]
         skipped = [r.batch_replay_count for r in reports]
+        committed = [r.duplicated_committed for r in reports]
         lines.append(
             f"| {fault} | {len(reports)} | {sum(r.records_in for r in reports)} "
             f"| {sum(r.lost for r in reports)} | {sum(r.duplicated for r in reports)} "
+            f"| {'n/a' if None in committed else sum(c or 0 for c in committed)} "
             f"| {sum(r.dead_lettered for r in reports)} "
             f"| {_range([r.recovery_s for r in reports], '{:.1f} s')} "
             f"| {'n/a' if None in over else sum(o or 0 for o in over)} "
@@ -227,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             print(orjson.dumps(asdict(report)).decode() if args.json else report.summary(),
                   flush=True)
             totals.update(runs=1, records_in=report.records_in, lost=report.lost,
-                          duplicated=report.duplicated, failed=int(not report.ok))
+                          duplicated=report.duplicated,
+                          duplicated_read_committed=report.duplicated_committed or 0,
+                          failed=int(not report.ok))
     print(" ".join(f"{k}={v}" for k, v in totals.items()), flush=True)
     return 1 if totals["failed"] else 0
 

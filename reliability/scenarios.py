@@ -37,6 +37,7 @@ from reliability.accounting import (
     ReliabilityReport,
     account,
     check_tables,
+    collect_both,
     collect_outputs,
     count_rejoins,
     oracle_counts,
@@ -283,7 +284,8 @@ async def _feed(broker: str, values: list[bytes], rate: float,
 
 
 async def _scenario(run: Run, fault: Fault, values: list[bytes], rate: float,
-                    chunk: int, drain_timeout: float) -> tuple[dict[str, float], Outputs, float]:
+                    chunk: int, drain_timeout: float
+                    ) -> tuple[dict[str, float], Outputs, Outputs, float]:
     feed_started = time.time()
     feed = asyncio.ensure_future(_feed(run.broker.url, values, rate, chunk))
     injected = asyncio.ensure_future(fault(run))
@@ -292,8 +294,8 @@ async def _scenario(run: Run, fault: Fault, values: list[bytes], rate: float,
     finally:
         for task in (feed, injected):
             task.cancel()
-    outputs = await collect_outputs(run.broker.url, set(ids), drain_timeout)
-    return ids, outputs, feed_started
+    outputs, committed = await collect_both(run.broker.url, set(ids), drain_timeout)
+    return ids, outputs, committed, feed_started
 
 
 @contextlib.contextmanager
@@ -344,14 +346,14 @@ def run_scenario(model_dir: str | Path, *, fault: str = "kill9", records: int = 
         for _ in range(workers):
             run.start_ready(run.new_worker())
         with _sampling_rss(run):
-            ids, outputs, feed_started = asyncio.run(
+            ids, outputs, committed, feed_started = asyncio.run(
                 _scenario(run, FAULTS[fault], values, rate, chunk, drain_timeout))
         crashed = run.crashed()
         report = account(fault, seed, ids, outputs, fault_started=run.fault_started,
                          fault_ended=run.fault_ended, feed_started=feed_started,
                          elapsed_s=time.monotonic() - started,
                          logs=sorted({str(w.log_path) for w in run.workers}),
-                         crashed=crashed)
+                         crashed=crashed, committed=committed)
         distinct, replayed = oracle_counts(set(ids), outputs)
         table = stats = None
         if check_table:

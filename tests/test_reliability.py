@@ -7,10 +7,19 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP, Message
 
+from reliability.accounting import (
+    DLQ,
+    RESULTS,
+    Outputs,
+    ReliabilityReport,
+    account,
+    collect_both,
+)
 from reliability.scenarios import SLOW_DELAY_ENV, SLOW_HANDLER, run_scenario
 from streamapp.application import create_app
 from streamapp.broker import EmbeddedBroker, free_port
@@ -213,3 +222,53 @@ def test_the_recovery_section_survives_a_rewritten_report(tmp_path: Path) -> Non
     assert "14.6" not in section  # same broker, case and timeout: replaced
     write_report({}, out, command="streamapp reliability", notes="")
     assert section_of(out.read_text()) == section
+
+
+def _account(outputs: Outputs, committed: Outputs | None) -> ReliabilityReport:
+    ids = {"comments:0:0": 1.0, "comments:0:1": 1.0, "comments:1:0": 1.0}
+    return account("kill9", 0, ids, outputs, fault_started=2.0, fault_ended=2.0,
+                   feed_started=0.0, elapsed_s=5.0, logs=[], crashed=[], committed=committed)
+
+
+def test_duplicates_are_counted_per_isolation_level_and_reported_side_by_side(
+        tmp_path: Path) -> None:
+    """An exactly-once replay: the first output of comments:0:0 sits in an aborted
+    transaction, so read_uncommitted sees two and read_committed one."""
+    from reliability.report import write_report
+
+    result = (RESULTS, 3000, "books")
+    uncommitted: Outputs = {"comments:0:0": [result, result], "comments:0:1": [result],
+                            "comments:1:0": [(DLQ, 3000, None), (DLQ, 3000, None)]}
+    committed: Outputs = {**uncommitted, "comments:0:0": [result]}
+    report = _account(uncommitted, committed)
+    assert (report.duplicated, report.duplicated_committed) == (2, 1)
+    assert report.duplicated_ids == ["comments:0:0", "comments:1:0"]
+    assert "duplicated=2 (unexplained 0) duplicated_read_committed=1 " in report.summary()
+    assert _account(uncommitted, None).duplicated_committed is None  # not read that way
+
+    out = tmp_path / "RELIABILITY.md"
+    write_report({"kill9": [report]}, out, command="streamapp reliability", notes="")
+    header, _, row = out.read_text().splitlines()[4:7]
+    assert "| duplicated | duplicated (read_committed) |" in header
+    assert row.startswith("| kill9 | 1 | 3 | 0 | 2 | 1 | 1 |")  # ... dead-lettered 1
+
+
+@pytest.mark.integration
+def test_both_readers_see_the_same_records_without_transactions(
+        broker: EmbeddedBroker) -> None:
+    """At least once, nothing is transactional: the read_committed reader of the embedded
+    broker gets every record the read_uncommitted one does, duplicates included."""
+    result = orjson.dumps({"timing": {"predicted_at": 1000}, "categories": ["books"]})
+    letter = orjson.dumps({"failed_at": 2000, "reason": "model_error", "value": "{}"})
+
+    async def run() -> tuple[Outputs, Outputs]:
+        async with open_producer(broker.url) as producer:
+            await send_all(producer, RESULTS, [result] * 2, key=b"comments:0:0")
+            await send_all(producer, DLQ, [letter], key=b"comments:0:1")
+        return await collect_both(broker.url, {"comments:0:0", "comments:0:1"}, timeout=30.0,
+                                  settle=0.5)
+
+    uncommitted, committed = asyncio.run(run())
+    assert uncommitted == committed
+    assert uncommitted["comments:0:0"] == [(RESULTS, 1000, "books")] * 2
+    assert uncommitted["comments:0:1"] == [(DLQ, 2000, "(none)")]

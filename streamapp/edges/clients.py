@@ -80,15 +80,17 @@ async def produce(broker: str, topic: str, values: Iterable[bytes],
 async def follow(
     broker: str, topics: list[str], *, from_beginning: bool = True,
     idle_timeout: float | None = None, stop: Callable[[], bool] | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Yield records of `topics` as they arrive (no consumer group, nothing committed).
 
     Stops after `idle_timeout` seconds without a record, or when `stop()` (asked at least five
-    times a second) says so.
+    times a second) says so. `isolation_level="read_committed"` reads as a downstream consumer
+    of an exactly-once pipeline does: records of aborted transactions are skipped.
     """
     consumer = AIOKafkaConsumer(
         *topics, **connection(broker), group_id=None,
-        enable_auto_commit=False,
+        enable_auto_commit=False, isolation_level=isolation_level,
         auto_offset_reset="earliest" if from_beginning else "latest",
         fetch_max_wait_ms=100,
     )
@@ -110,11 +112,11 @@ async def follow(
 
 async def follow_until_complete(
     broker: str, topics: list[str], expected_keys: set[str], *, timeout: float,
-    settle: float = 2.0,
+    settle: float = 2.0, isolation_level: str = "read_uncommitted",
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Records of `topics` until every expected key has been seen (then `settle` more
     seconds, to catch late duplicates) or `timeout` passes: how a test or the reliability
-    harness reads the outputs of the comments it sent."""
+    harness reads the outputs of the comments it sent (at `isolation_level`, see `follow`)."""
     keys: set[str] = set()
     deadline = time.monotonic() + timeout
     done_at: list[float] = []
@@ -125,7 +127,7 @@ async def follow_until_complete(
             done_at.append(now)
         return now > deadline or bool(done_at and now - done_at[0] > settle)
 
-    async for record in follow(broker, topics, stop=finished):
+    async for record in follow(broker, topics, stop=finished, isolation_level=isolation_level):
         keys.add(record.key.decode() if record.key else "")
         yield record
 

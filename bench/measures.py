@@ -198,10 +198,13 @@ def running_pipeline(model_dir: Path, settings: dict[str, str] | None = None,
 
 
 def _rss_mb(worker: WorkerProcess) -> float:
+    """The worker's resident memory with its model process's."""
     import psutil
 
     assert worker.proc is not None
-    return round(psutil.Process(worker.proc.pid).memory_info().rss / 2**20, 1)
+    process = psutil.Process(worker.proc.pid)
+    return round(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+                 / 2**20, 1)
 
 
 async def read_results(broker: str, expected: int, timeout: float,
@@ -232,6 +235,30 @@ async def read_results(broker: str, expected: int, timeout: float,
     return latencies, last
 
 
+class CpuAccount:
+    """CPU time (user + system) per record of each process a run shares the cores with: the
+    model process, the worker around it, the broker, and this bench's own clients."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        import psutil
+
+        assert pipe.worker.proc is not None and pipe.broker.proc is not None
+        worker = psutil.Process(pipe.worker.proc.pid)
+        self.processes = {"worker": worker, "broker": psutil.Process(pipe.broker.proc.pid),
+                          "bench clients": psutil.Process()}
+        for child in worker.children(recursive=True):
+            self.processes["model process"] = child
+        self.before = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(p.cpu_times()[:2]) for name, p in self.processes.items()}
+
+    def per_record_ms(self, records: int) -> dict[str, float]:
+        after = self._now()
+        return {name: round(1000 * (after[name] - self.before[name]) / records, 4)
+                for name in self.processes}
+
+
 def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
                settings: dict[str, str] | None = None, timeout: float = 900.0,
                sample_rss: bool = False) -> dict[str, Any]:
@@ -247,9 +274,11 @@ def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
             if sample_rss and ticks[0] % 500 == 0:
                 peak[0] = max(peak[0], _rss_mb(pipe.worker))
 
+        cpu = CpuAccount(pipe)
         started = time.time()
         asyncio.run(produce(pipe.broker.url, "comments", values))
         _, last = asyncio.run(read_results(pipe.broker.url, len(values), timeout, sample))
+        cpu_ms = cpu.per_record_ms(len(values))
         stats = pipe.worker.stats()
         loaded_rss = _rss_mb(pipe.worker) if sample_rss else None
     seconds = last - started
@@ -263,6 +292,7 @@ def end_to_end(model_dir: Path, rows: Sequence[dict[str, Any]], *,
                                   2),
         "rss_mb": {"idle": idle_rss, "peak_under_load": max(peak[0], loaded_rss or 0.0)}
         if sample_rss else None,
+        "cpu_ms_per_record": cpu_ms,
     }
 
 

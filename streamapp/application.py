@@ -37,8 +37,7 @@ class StreamApp(faust.App):
         self.settings = settings
         self.worker_stats = WorkerStats()
         # Set when the worker starts (streamapp.pipeline.startup), before anything is consumed.
-        self.engine: Any = None  # streamapp.serving.engine.InferenceEngine
-        self.models: Any = None  # streamapp.serving.manager.ModelManager
+        self.models: Any = None  # streamapp.serving.service.ModelService
         # streamapp.pipeline.intake.BatchIntake, with STREAMAPP_INTAKE=batch
         self.intake: Any = None
         # aiokafka's transactional producer, with STREAMAPP_GUARANTEE=exactly_once: the data

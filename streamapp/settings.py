@@ -69,7 +69,12 @@ class Settings(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: dynamic int8 linear layers (CPU, built-in handler)")
-    torch_threads: int | None = Field(None, ge=1, le=256, description="CPU threads for the model")
+    model_process: bool = Field(
+        True, description="run the model in a child process of the worker, with an interpreter "
+                          "of its own (false: on threads of the worker)")
+    torch_threads: int | None = Field(None, ge=1, le=256,
+                                      description="CPU threads for the model; unset = every "
+                                                  "core but one")
     switch_interval_ms: float | None = Field(
         None, gt=0, le=100,
         description="the interpreter's thread switch interval (Python's 5 ms when unset)")

@@ -63,6 +63,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "torchscript_output": ("0", 0),
     "pmml_features": ("team.features:extra", "team.features:extra"),
     "pmml_positive": ("yes", "yes"),
+    "model_process": ("false", False),
     "torch_threads": ("4", 4),
     "switch_interval_ms": ("0.5", 0.5),
     "quantize": ("int8", "int8"),

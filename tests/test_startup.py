@@ -35,6 +35,15 @@ def initializations(count_file: Path) -> Counter[tuple[str, str]]:
     return Counter((pid, Path(path).name) for pid, _, path in (ln.split(" ", 2) for ln in lines))
 
 
+def model_process(worker: WorkerProcess) -> str:
+    """The pid of the worker's model process (streamapp.serving.process), a child of it."""
+    assert worker.proc is not None
+    pid = str(worker.stats()["model"]["process"])
+    parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    assert parent == str(worker.proc.pid)
+    return pid
+
+
 @pytest.mark.integration
 def test_the_model_is_initialized_once_per_version_and_the_log_says_what_is_served(
     broker: EmbeddedBroker, start_worker: StartWorker, tiny_model: Path, tmp_path: Path,
@@ -45,32 +54,30 @@ def test_the_model_is_initialized_once_per_version_and_the_log_says_what_is_serv
     root = tmp_path / "root"
     hf_version(tiny_model, root / "1")
     worker = start_worker(model=str(root), handler=HANDLER, reload_interval_s="0.5")
-    assert worker.proc is not None
-    pid = str(worker.proc.pid)
+    pid = model_process(worker)
     assert initializations(count_file) == {(pid, "1"): 1}
 
     # Read once, at start: everything an operator needs, after Faust set up logging.
     log = worker.log_path.read_text()
     assert log.count("counting handler: initialize on") == 1
-    [served] = re.findall(r"serving model (\S+) version (\S+) from (\S+) on (\S+) \((\w+)\)",
-                          log)
-    assert served[1:] == ("1", str(root / "1"), "cpu", "float32")
+    [served] = re.findall(r"serving model (\S+) version (\S+) from (\S+) on (\S+) \((\w+)\), "
+                          r"in model process (\d+)", log)
+    assert served[1:] == ("1", str(root / "1"), "cpu", "float32", pid)
     assert log.count(f"handler {HANDLER}, called with whole batches of up to 64") == 1
     assert log.count("intake agent (Faust take_events): comments -> streamapp-inference -> "
                      "model -> sku-matches, dead letters -> comments-dlq; 4 partitions") == 1
     ids = send(broker, [orjson.dumps(r) for r in demo_rows(20, seed=31)])
     assert set(collect_outputs(broker.url, ["sku-matches"], set(ids))) == set(ids)
 
-    # A new version: one more initialize, in the same process.
+    # A new version: one more initialize, in the same model process.
     hf_version(tiny_model, root / "2")
     wait_until(lambda: worker.stats()["model"]["version"] == "2", 60, "the swap to version 2")
     # A second worker joins the group, started the other documented way: it initializes once,
     # and the rebalance it causes restarts nothing in the first.
     second = start_worker(model=str(root), handler=HANDLER, reload_interval_s="0.5",
                           command=[sys.executable, "-m", "streamapp.cli", "worker"])
-    assert second.proc is not None
     assert initializations(count_file) == {(pid, "1"): 1, (pid, "2"): 1,
-                                           (str(second.proc.pid), "2"): 1}
+                                           (model_process(second), "2"): 1}
     assert "model swapped" in worker.log_path.read_text()
     assert second.log_path.read_text().count("serving model") == 1
 

@@ -1,6 +1,7 @@
 """The batch path, shared by the Faust inference agent and the batch intake: decode a batch,
-score it in the model thread, produce one result or dead letter per record and the batch's
-counts; up to `STREAMAPP_PIPELINE_DEPTH` batches in flight (BatchPipeline).
+score it (in the model process, streamapp.serving.service), produce one result or dead letter
+per record and the batch's counts; up to `STREAMAPP_PIPELINE_DEPTH` batches in flight
+(BatchPipeline).
 
 No exception may leave a batch: anything unexpected stops the process without committing
 (exit 70), so the batch is replayed after the restart.
@@ -35,7 +36,7 @@ from streamapp.records import (
     path_of,
     result_json,
 )
-from streamapp.serving.engine import BatchTiming, ModelFailure, Scored
+from streamapp.serving.outcomes import ModelFailure, Scored
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -160,7 +161,6 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
     """Score one micro-batch and produce a result or dead letter for every record in it; its
     counts go to the stats topic in `counts_turn`, after the batch read before it."""
     started = time.time()
-    model = app.models.current  # one version for the whole batch, even across a hot swap
     tally = BatchTally()
     items: list[Decoded] = []
     sources: list[Source] = []
@@ -176,8 +176,8 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
         sources.append(source_of(record, decoded[0]))
         if decoded[2].recovered is not None:
             tally.add_recovered(decoded[2].recovered, sources[-1])
-    timing = BatchTiming()
-    outcomes = await app.engine.score(model, [_request(c) for _, _, c in items], timing)
+    scored = await app.models.score([_request(c) for _, _, c in items])
+    outcomes, timing, model_ref = scored.outcomes, scored.timing, scored.model
     finished = time.time()
     # With batches in flight a batch may wait for the model thread: compute is the model's
     # own time, measured there.
@@ -186,7 +186,6 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
     queue_ms: list[float] = []
     end_to_end_ms: list[float] = []
     threshold = app.settings.match_threshold
-    model_ref = {"name": model.name, "version": model.version}  # ModelRef's fields
     predicted = matched = 0
     async with Outbox(app, app.results_topic.get_topic_name()) as results:
         for (record_id, source_ts, comment), outcome, source in zip(items, outcomes, sources,
@@ -224,7 +223,8 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
     counts = tally.items()
     app.worker_stats.on_batch(BatchReport(
         finished_at=time.time(), size=len(items), predicted=predicted, matched=matched,
-        failed=len(items) - predicted, model_name=model.name, model_version=model.version,
+        failed=len(items) - predicted, model_name=model_ref["name"],
+        model_version=model_ref["version"],
         queue_ms=queue_ms, end_to_end_ms=end_to_end_ms, preprocess_s=timing.preprocess_s,
         process_s=timing.process_s, batch_s=time.time() - started, tokens=timing.tokens,
         padded_tokens=timing.padded_tokens, counts=counts))

@@ -9,59 +9,36 @@ before the model is ready. (Faust's `on_worker_init` fires for every command, an
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamapp.connect import wait_for_broker
 from streamapp.security import bootstrap_servers
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
-    from streamapp.serving.manager import LoadedModel, ModelManager
     from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def _load(app: StreamApp) -> tuple[ModelManager, LoadedModel]:
-    """Blocking: build the demo model when it is missing, initialize the handler once."""
-    from transformers.utils import logging as transformers_logging
-
-    from streamapp.serving.manager import ModelManager
-
-    # Its progress bars reach the worker's log as WARNING lines ("Loading weights: 100%").
-    transformers_logging.disable_progress_bar()
-    settings = app.settings
-    if settings.uses_demo_model and not (settings.model_dir / "config.json").exists():
-        from streamapp.demo.model import build_demo_model
-
-        log.warning("no model configured and no demo model at %s: building it (about a "
-                    "minute)", settings.model_dir)
-        build_demo_model(settings.model_dir, log=log.info)
-    manager = ModelManager(settings)
-    return manager, manager.load_initial()
-
-
 async def prepare_worker(app: StreamApp) -> None:
-    """Wait for the broker, load the model (off the loop), log what this worker serves.
+    """Wait for the broker, load the model (in its own process, or off the loop), log what
+    this worker serves.
 
     A bad model or handler, or STREAMAPP_GUARANTEE=exactly_once on a broker without
     transactions, stops the worker here with its message and exit status 2.
     """
-    from streamapp.serving.engine import InferenceEngine
-    from streamapp.serving.formats.huggingface import ModelLoadError
-    from streamapp.serving.handlers.contract import HandlerError
+    from streamapp.serving.outcomes import ModelStartError
+    from streamapp.serving.service import start_model_service
 
     settings = app.settings
     await wait_for_broker(settings, log)
     try:
-        manager, loaded = await asyncio.get_running_loop().run_in_executor(None, _load, app)
-    except (ModelLoadError, HandlerError) as exc:
+        app.models = await start_model_service(settings)
+    except ModelStartError as exc:
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
-    app.models = manager
-    app.engine = InferenceEngine(max_batch=settings.batch_size)
     if settings.guarantee == "exactly_once":
         from streamapp.pipeline.transactions import (
             TransactionsRefused,
@@ -73,23 +50,25 @@ async def prepare_worker(app: StreamApp) -> None:
         except TransactionsRefused as exc:
             log.critical("cannot start: %s", exc)
             raise SystemExit(2) from None
-    for line in serving_summary(app, loaded):
+    for line in serving_summary(app, app.models.status()):
         log.info("%s", line)
 
 
-def serving_summary(app: StreamApp, loaded: LoadedModel) -> list[str]:
+def serving_summary(app: StreamApp, served: dict[str, Any]) -> list[str]:
     """What an operator needs to know about this worker, in a few lines of its log."""
     settings = app.settings
     path = (f"{settings.comments_topic} -> {settings.app_id}-inference -> "
             if settings.fanout else f"{settings.comments_topic} -> ")
-    calls = (f"whole batches of up to {settings.batch_size}" if loaded.batch
+    calls = (f"whole batches of up to {settings.batch_size}" if served["batch"]
              else "once per record")
+    where = (f"in model process {served['process']}" if "process" in served
+             else "on threads of the worker")
     intake = ("batch (aiokafka getmany)" if settings.intake == "batch"
               else "agent (Faust take_events)")
     return [
-        f"serving model {loaded.name} version {loaded.version} from {loaded.path} "
-        f"on {loaded.device} ({loaded.dtype})",
-        f"handler {app.models.handler_spec}, called with {calls}; "
+        f"serving model {served['name']} version {served['version']} from {served['path']} "
+        f"on {served['device']} ({served['dtype']}), {where}",
+        f"handler {served['handler']}, called with {calls}; "
         f"hot reload {_reload(settings)}",
         f"intake {intake}: {path}model -> {settings.results_topic}, dead letters -> "
         f"{settings.dlq_topic}; {settings.partitions} partitions; group {settings.app_id} "

@@ -12,48 +12,21 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from streamapp.records import Reason
+from streamapp.serving.outcomes import (  # noqa: F401 (the engine's API, defined torch-free)
+    BatchTiming,
+    ModelFailure,
+    Outcome,
+    Scored,
+    score_of,
+)
 from streamapp.serving.scores import ScoreError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelFailure:
-    """The model could not score this record (found alone by bisecting its batch)."""
-
-    error: str
-    reason: str = Reason.MODEL_ERROR
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A score with the model's own output fields (PMML's, for the result's `outputs`)."""
-
-    score: float
-    outputs: dict[str, Any]
-
-
-Outcome = float | Scored | ModelFailure
-
-
-def score_of(outcome: float | Scored) -> float:
-    return outcome.score if isinstance(outcome, Scored) else outcome
-
-
-@dataclass
-class BatchTiming:
-    """Where a batch's model time went; filled in the model thread (bisection adds up)."""
-
-    preprocess_s: float = 0.0
-    process_s: float = 0.0
-    tokens: int = 0  # real tokens, when the preprocessed batch has an attention mask
-    padded_tokens: int = 0  # tokens including padding
 
 
 def failure(exc: BaseException) -> ModelFailure:

@@ -104,7 +104,7 @@ def _intake(app: StreamApp) -> Json | None:
 
 
 def _model(app: StreamApp) -> Json:
-    if app.models is None or app.engine is None:
+    if app.models is None:
         return {"ok": False, "error": "model not loaded"}
     status = app.models.status()
     return {"ok": True, "name": status.get("name"), "version": status.get("version")}

@@ -191,10 +191,7 @@ class LagMonitor:
 
 def _engine_state(app: StreamApp) -> Json:
     """The batch limit the model is given now (it halves on out-of-memory, then recovers)."""
-    engine = app.engine
-    if engine is None:
-        return {}
-    return {"batch_limit": engine.limit, "out_of_memory": engine.out_of_memory}
+    return app.models.engine_state() if app.models is not None else {}
 
 
 async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:

@@ -1,0 +1,103 @@
+"""The model process: `python -m streamapp.serving.child FD`, started by the worker
+(streamapp.serving.process) with its end of a socket pair as FD.
+
+It reads the worker's STREAMAPP_* settings from the environment it inherits, loads the model
+once, answers `ready` (or `failed` with the reason), then scores batches and reloads on request
+until the worker closes the socket. Its log lines go to the worker's own output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from streamapp.serving.outcomes import ModelStartError
+from streamapp.serving.process import encode_scores, read_frame, write_frame
+from streamapp.serving.service import InProcessModels, model_threads
+from streamapp.settings import Settings
+
+log = logging.getLogger("streamapp.model_process")
+
+
+async def _answer_score(models: InProcessModels, writer: asyncio.StreamWriter,
+                        message: dict[str, Any]) -> None:
+    scores = await models.score(message["requests"])  # never raises: failures are outcomes
+    write_frame(writer, {"id": message["id"], **encode_scores(scores),
+                         "engine": models.engine_state()})
+    await writer.drain()
+
+
+async def _answer_reload(models: InProcessModels, writer: asyncio.StreamWriter,
+                         message: dict[str, Any]) -> None:
+    swapped = await models.maybe_reload()  # a failed load is reported in the status
+    write_frame(writer, {"id": message["id"], "swapped": swapped, "status": models.status()})
+    await writer.drain()
+
+
+async def serve(sock: socket.socket) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    settings = Settings.from_env()
+    import torch
+
+    torch.set_num_threads(model_threads(settings))
+    try:
+        models = await asyncio.get_running_loop().run_in_executor(None, InProcessModels.load,
+                                                                  settings, log)
+    except ModelStartError as exc:
+        write_frame(writer, {"op": "failed", "error": str(exc)})
+        await writer.drain()
+        return
+    write_frame(writer, {"op": "ready", "status": models.status()})
+    await writer.drain()
+    running: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+    while True:
+        try:
+            message = await read_frame(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the worker is gone or done: nothing here is worth finishing
+        answer = _answer_score if message["op"] == "score" else _answer_reload
+        task = asyncio.create_task(answer(models, writer, message))
+        running.add(task)
+        task.add_done_callback(running.discard)
+        task.add_done_callback(_answered)
+
+
+def _answered(task: asyncio.Task[None]) -> None:
+    """An answer that could not be sent would leave the worker waiting: exit instead, so the
+    worker sees end-of-file and stops without committing."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("cannot answer the worker: %r", task.exception(),
+                     exc_info=task.exception())
+        logging.shutdown()
+        os._exit(1)
+
+
+def main() -> None:
+    # Ctrl-C and a SIGTERM to the process group reach this process too: it must outlive the
+    # worker's drain of the batches in flight, and exits when the worker closes the socket.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    settings_level = os.environ.get("STREAMAPP_LOG_LEVEL", "info").upper()
+    logging.basicConfig(
+        stream=sys.stderr, level=getattr(logging, settings_level, logging.INFO),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] [model process] %(name)s: "
+               "%(message)s")
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        asyncio.run(serve(sock))
+    except Exception:
+        log.exception("the model process failed")
+        logging.shutdown()
+        os._exit(1)
+    logging.shutdown()
+    # Not a normal exit: the model thread may be inside a batch nobody waits for any more.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The model as the data path sees it: score a batch, reload, say what is served.
+
+Two ways to hold it, one interface (`ModelService`):
+
+- `ModelProcess` (streamapp.serving.process, the default, STREAMAPP_MODEL_PROCESS=true): the
+  handler, its engine (bisection, out-of-memory halving) and hot reload live in a child process
+  of the worker. Every torch op gives the GIL up for its kernel and must take it back; inside
+  the worker the event loop (Kafka, decoding, results) holds it up to the switch interval each
+  time, which cut the demo model from ~1,740 to 57 seq/s in a probe (issue 14). In its own
+  process the model has an interpreter to itself, as TorchServe's workers and Triton's Python
+  backend do.
+- `InProcessModels` (STREAMAPP_MODEL_PROCESS=false): the same engine on threads of the worker,
+  for a debugger, or a handler that cannot run in a child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from streamapp.serving.outcomes import BatchScores, BatchTiming, ModelStartError
+from streamapp.settings import Settings
+
+if TYPE_CHECKING:
+    from streamapp.serving.engine import InferenceEngine
+    from streamapp.serving.manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+
+class ModelService(Protocol):
+    handler_spec: str
+
+    async def score(self, requests: Sequence[dict[str, Any]]) -> BatchScores:
+        """An outcome per request, in order, all from one model version. Raises only when the
+        model is gone (its process died): the caller must then stop without committing."""
+        ...
+
+    async def maybe_reload(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]:
+        """What is served: name, version, path, device, dtype, handler, reloads, ..."""
+        ...
+
+    def engine_state(self) -> dict[str, Any]:
+        """The batch limit now (it halves on out-of-memory, then recovers)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def model_threads(settings: Settings) -> int:
+    """Torch's CPU threads: STREAMAPP_TORCH_THREADS, else every core but one, which is left to
+    the worker's event loop (a probe with two threads on two cores beside a busy loop: 143
+    seq/s against 1,231 with one; their OpenMP threads fight the busy core)."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
+def load_manager(settings: Settings, log: logging.Logger = log) -> ModelManager:
+    """Blocking: build the demo model when it is missing, initialize the handler once.
+    Raises ModelLoadError or HandlerError with a message for the operator."""
+    from transformers.utils import logging as transformers_logging
+
+    from streamapp.serving.manager import ModelManager
+
+    # Its progress bars reach the worker's log as WARNING lines ("Loading weights: 100%").
+    transformers_logging.disable_progress_bar()
+    if settings.uses_demo_model and not (settings.model_dir / "config.json").exists():
+        from streamapp.demo.model import build_demo_model
+
+        log.warning("no model configured and no demo model at %s: building it (about a "
+                    "minute)", settings.model_dir)
+        build_demo_model(settings.model_dir, log=log.info)
+    manager = ModelManager(settings)
+    manager.load_initial()
+    return manager
+
+
+class InProcessModels:
+    """The model on two threads of this process (streamapp.serving.engine)."""
+
+    def __init__(self, manager: ModelManager, engine: InferenceEngine) -> None:
+        self.manager = manager
+        self.engine = engine
+        self.handler_spec = manager.handler_spec
+
+    @classmethod
+    def load(cls, settings: Settings, log: logging.Logger = log) -> InProcessModels:
+        """Blocking; raises ModelStartError."""
+        from streamapp.serving.engine import InferenceEngine
+        from streamapp.serving.formats.huggingface import ModelLoadError
+        from streamapp.serving.handlers.contract import HandlerError
+
+        try:
+            manager = load_manager(settings, log)
+        except (ModelLoadError, HandlerError) as exc:
+            raise ModelStartError(str(exc)) from None
+        return cls(manager, InferenceEngine(max_batch=settings.batch_size))
+
+    async def score(self, requests: Sequence[dict[str, Any]]) -> BatchScores:
+        model = self.manager.current  # one version for the whole batch, even across a swap
+        timing = BatchTiming()
+        outcomes = await self.engine.score(model, requests, timing)
+        return BatchScores(outcomes, model.spec, timing)
+
+    async def maybe_reload(self) -> bool:
+        return await self.manager.maybe_reload()
+
+    def status(self) -> dict[str, Any]:
+        return self.manager.status()
+
+    def engine_state(self) -> dict[str, Any]:
+        return {"batch_limit": self.engine.limit, "out_of_memory": self.engine.out_of_memory}
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+async def start_model_service(settings: Settings) -> ModelService:
+    """The model, loaded and ready to score; raises ModelStartError."""
+    if settings.model_process:
+        from streamapp.serving.process import ModelProcess
+
+        return await ModelProcess.start(settings)
+    import torch
+
+    torch.set_num_threads(model_threads(settings))
+    return await asyncio.get_running_loop().run_in_executor(None, InProcessModels.load,
+                                                            settings)

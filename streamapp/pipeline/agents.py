@@ -4,6 +4,10 @@
                        └──> comments-dlq  <──────────────── model failures ──┘
     infer / ingest ──> {app}-stats ──tally──> tables `totals`, `per-minute`
 
+Both agents take batches (`take_events`); ingest writes one inference message per partition
+per batch (streamapp.pipeline.fanout), so Faust's per-event path runs once per comment only
+on the comment topic.
+
 At-least-once: a comment's offset is acked only after everything it produces has been handed
 to the producer, and Faust flushes the producer before it commits offsets. No exception may
 leave the `take_events` loop (Faust would ack the batch and skip it), so anything unexpected
@@ -18,27 +22,22 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from faust.types import EventT, StreamT, TopicT
 
 from streamapp.pipeline.batches import (
     BatchPipeline,
     Decoder,
-    decode_fanned_out,
-    decode_source,
+    decode_direct,
     exit_without_commit,
-    produce,
-    send_dead_letter,
 )
-from streamapp.pipeline.ledger import apply_entry, source_of
+from streamapp.pipeline.fanout import decode_fanned_out, ingest_batch
+from streamapp.pipeline.ledger import apply_entry
 from streamapp.pipeline.stats import merge_counts, stats_entries
-from streamapp.records import (
-    Incoming,
-    RejectedRecord,
-)
+from streamapp.records import Incoming
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
+    from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +48,15 @@ def incoming(event: EventT) -> Incoming:
                     int(msg.timestamp * 1000) if msg.timestamp else None)
 
 
-async def ingest_one(app: StreamApp, record: Incoming) -> None:
-    """Fan-out mode: decode and validate one comment; valid ones go to the inference topic."""
-    try:
-        record_id, source_ts, comment = decode_source(app, record)
-    except RejectedRecord as rejected:
-        await send_dead_letter(app, record.id, rejected.reason, rejected.error,
-                               record.value, record.timestamp_ms, source_of(record, record.id))
-        return
-    payload = {"id": record_id, "ts": source_ts, "comment": comment.model_dump()}
-    if comment.recovered is not None:
-        payload["recovered"] = comment.recovered
-    await produce(app, app.inference_topic, record_id, orjson.dumps(payload))
+def _batch_wait_s(settings: Settings) -> float:
+    return max(settings.batch_wait_ms, 1) / 1000.0  # 0 would make Faust wait for a full batch
+
+
+def _hold(events: Sequence[EventT]) -> None:
+    """`take_events` acks a batch as soon as the loop asks for the next one (or leaves):
+    each message holds one more reference until its outputs are with the producer."""
+    for event in events:
+        event.message.incref()
 
 
 def _ack_all(events: Sequence[EventT]) -> None:
@@ -74,18 +70,22 @@ def register(app: StreamApp) -> None:
     if settings.fanout:
         @app.agent(app.comments_topic, name="ingest")
         async def ingest(stream: StreamT[Any]) -> None:
-            """Decode and validate comments: to the inference topic by id, or dead letters."""
-            async for event in stream.events():
+            """Decode and validate batches of comments: to the inference topic, one message
+            per partition (streamapp.pipeline.fanout), or dead letters."""
+            async for events in stream.take_events(settings.batch_size,
+                                                   within=_batch_wait_s(settings)):
+                _hold(events)
                 try:
-                    await ingest_one(app, incoming(event))
+                    await ingest_batch(app, [incoming(e) for e in events])
                 except Exception as exc:
                     exit_without_commit(exc)
+                _ack_all(events)
 
     # Fan-out: batches of the inference topic. Direct: batches of the comment topic itself,
     # decoded in the batch (one Kafka hop less per comment). Read by the Faust agent, or by
     # the batch intake (streamapp.pipeline.intake) past Faust's per-event path.
     source, decode = ((app.inference_topic, decode_fanned_out) if settings.fanout
-                      else (app.comments_topic, decode_source))
+                      else (app.comments_topic, decode_direct))
 
     if settings.intake == "batch":
         from streamapp.pipeline.intake import BatchIntake
@@ -127,18 +127,15 @@ def register(app: StreamApp) -> None:
 def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> None:
     """The Faust inference agent: micro-batches of `source` with `take_events`."""
     settings = app.settings
-    within = max(settings.batch_wait_ms, 1) / 1000.0  # 0 would make Faust wait for a full batch
 
     @app.agent(source, name="infer")
     async def infer(stream: StreamT[Any]) -> None:
         """Batches of comments through the model: results, dead letters, counts to stats."""
         pipeline = BatchPipeline(app, decode, settings.pipeline_depth)
         try:
-            async for events in stream.take_events(settings.batch_size, within=within):
-                # `take_events` acks a batch as soon as the loop asks for the next one: each
-                # message holds one more reference until its batch is done.
-                for event in events:
-                    event.message.incref()
+            async for events in stream.take_events(settings.batch_size,
+                                                   within=_batch_wait_s(settings)):
+                _hold(events)
                 await pipeline.submit([incoming(e) for e in events],
                                       functools.partial(_ack_all, events))
         finally:

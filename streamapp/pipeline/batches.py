@@ -30,7 +30,6 @@ from streamapp.pipeline.stats import (
 from streamapp.records import (
     Comment,
     Incoming,
-    Reason,
     RejectedRecord,
     dead_letter,
     path_of,
@@ -80,7 +79,13 @@ def exit_without_commit(exc: BaseException) -> None:
 Decoded = tuple[str, int | None, Comment]  # comment id, source timestamp (ms), comment
 
 
-Decoder = Callable[["StreamApp", Incoming], Decoded]
+# The comments one record carries (raises RejectedRecord for the whole record): one for a
+# comment-topic record (decode_direct), those of an ingest batch for an inference-topic one
+# (streamapp.pipeline.fanout.decode_fanned_out).
+Decoder = Callable[["StreamApp", Incoming], list[Decoded]]
+
+# One comment and the record it came in, or a record rejected whole (its dead letter).
+Unit = tuple[Incoming, Decoded | RejectedRecord]
 
 
 def decode_source(app: StreamApp, record: Incoming) -> Decoded:
@@ -92,15 +97,16 @@ def decode_source(app: StreamApp, record: Incoming) -> Decoded:
     return record.id, record.timestamp_ms, comment
 
 
-def decode_fanned_out(app: StreamApp, record: Incoming) -> Decoded:
-    """A record of the inference topic, written by the ingest agent."""
+def decode_direct(app: StreamApp, record: Incoming) -> list[Decoded]:
+    """The direct path's decoder: a comment-topic record is one comment."""
+    return [decode_source(app, record)]
+
+
+def units_of(app: StreamApp, record: Incoming, decode: Decoder) -> list[Unit]:
     try:
-        payload = orjson.loads(record.value or b"")
-        comment = Comment.model_validate(payload["comment"])
-        return payload["id"], payload.get("ts"), comment.mark_recovered(payload.get("recovered"))
-    except Exception as exc:  # only a foreign producer writes anything else here
-        raise RejectedRecord(Reason.INVALID_JSON,
-                             f"not a streamapp inference record: {exc}") from None
+        return [(record, decoded) for decoded in decode(app, record)]
+    except RejectedRecord as rejected:
+        return [(record, rejected)]
 
 
 async def produce(app: StreamApp, topic: TopicT, key: str, value: bytes) -> None:
@@ -119,15 +125,21 @@ async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, Any]]]) 
     tally's offsets per key only grow). A batch touches ~30 keys: with one message each, the
     tally agent's per-event Faust path took ~9% of the worker's time in a profile."""
     topic = app.stats_topic.get_topic_name()
-    producer = aiokafka_producer(app)
-    await producer.partitions_for(topic)  # the partitioner needs the metadata
+    partition_of = await key_partitioner(app, topic)
     by_partition: dict[int, dict[str, dict[str, Any]]] = {}
     for key, delta in counts:
-        # What Faust's Producer.key_partition calls: murmur2 of the key, as Kafka's default.
-        partition = producer._partition(topic, None, None, None, key.encode(), None)
-        by_partition.setdefault(partition, {})[key] = delta
+        by_partition.setdefault(partition_of(key.encode()), {})[key] = delta
+    producer = aiokafka_producer(app)
     for partition, entries in by_partition.items():
         await producer.send(topic, orjson.dumps(entries), partition=partition)
+
+
+async def key_partitioner(app: StreamApp, topic: str) -> Callable[[bytes], int]:
+    """The partition of `topic` a message keyed so would land in: what Faust's
+    Producer.key_partition calls, murmur2 of the key, as Kafka's default partitioner."""
+    producer = aiokafka_producer(app)
+    await producer.partitions_for(topic)  # the partitioner needs the metadata
+    return lambda key: producer._partition(topic, None, None, None, key, None)
 
 
 def _request(comment: Comment) -> dict[str, Any]:
@@ -156,19 +168,16 @@ class Turn:
         self._ended.set()
 
 
-async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decoder,
-                      counts_turn: Turn) -> None:
-    """Score one micro-batch and produce a result or dead letter for every record in it; its
+async def infer_batch(app: StreamApp, units: Sequence[Unit], counts_turn: Turn) -> None:
+    """Score one micro-batch and produce a result or dead letter for every unit in it; its
     counts go to the stats topic in `counts_turn`, after the batch read before it."""
     started = time.time()
     tally = BatchTally()
     items: list[Decoded] = []
     sources: list[Source] = []
-    for record in records:
-        try:
-            decoded = decode(app, record)
-        except RejectedRecord as rejected:
-            await send_dead_letter(app, record.id, rejected.reason, rejected.error,
+    for record, decoded in units:
+        if isinstance(decoded, RejectedRecord):
+            await send_dead_letter(app, record.id, decoded.reason, decoded.error,
                                    record.value, record.timestamp_ms,
                                    source_of(record, record.id), tally)
             continue
@@ -230,14 +239,34 @@ async def infer_batch(app: StreamApp, records: Sequence[Incoming], decode: Decod
         padded_tokens=timing.padded_tokens, counts=counts))
 
 
+class _Countdown:
+    """Runs `done` once every model batch of one submitted batch has ended well."""
+
+    __slots__ = ("_done", "_left")
+
+    def __init__(self, done: Callable[[], None]) -> None:
+        self._done = done
+        self._left = 1  # the submitter's own, released once every model batch is started
+
+    def add(self) -> None:
+        self._left += 1
+
+    def release(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._done()
+
+
 class BatchPipeline:
     """Up to `depth` batches in flight: while the model thread computes one, the event loop
     decodes the next and produces the previous one's outputs.
 
-    `done` runs once a batch has handed every result and dead letter to the producer: the
-    caller lets its offsets be committed then, and not before (at-least-once, as with
-    depth 1). Batches may finish out of order, but each sends its counts only after the one
-    submitted before it has sent its own: the tally's exact counting relies on that order.
+    A submitted batch of records goes to the model in batches of at most batch_size comments
+    (an inference-topic record carries a whole ingest batch's comments for its partition).
+    `done` runs once all of them have handed every result and dead letter to the producer:
+    the caller lets the records' offsets be committed then, and not before (at-least-once, as
+    with depth 1). Batches may finish out of order, but each sends its counts only after the
+    one started before it has sent its own: the tally's exact counting relies on that order.
     """
 
     def __init__(self, app: StreamApp, decode: Decoder, depth: int) -> None:
@@ -248,20 +277,37 @@ class BatchPipeline:
         self._last_turn: Turn | None = None  # the latest batch's, to send counts after
 
     async def submit(self, records: list[Incoming], done: Callable[[], None]) -> None:
+        size = self.app.settings.batch_size
+        countdown = _Countdown(done)
+        units: list[Unit] = []
+        try:
+            # Decoded as they go to the model: only the batches in flight are held decoded.
+            for record in records:
+                units += units_of(self.app, record, self.decode)
+                while len(units) >= size:
+                    await self._start(units[:size], countdown)
+                    units = units[size:]
+            if units:
+                await self._start(units, countdown)
+        except Exception as exc:  # nothing but RejectedRecord is expected from a decoder
+            exit_without_commit(exc)
+        countdown.release()
+
+    async def _start(self, units: list[Unit], countdown: _Countdown) -> None:
         await self._slots.acquire()  # bounds memory: at most `depth` batches held
         turn = self._last_turn = Turn(self._last_turn)
-        task = asyncio.create_task(self._run(records, done, turn))
+        countdown.add()
+        task = asyncio.create_task(self._run(units, countdown, turn))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run(self, records: list[Incoming], done: Callable[[], None],
-                   turn: Turn) -> None:
+    async def _run(self, units: list[Unit], countdown: _Countdown, turn: Turn) -> None:
         try:
-            await infer_batch(self.app, records, self.decode, turn)
+            await infer_batch(self.app, units, turn)
         except Exception as exc:
             exit_without_commit(exc)
         else:
-            done()
+            countdown.release()
         finally:
             turn.end()  # whatever happened, the next batch's counts may go
             self._slots.release()

@@ -1,0 +1,169 @@
+"""The fan-out hop in batches (streamapp.pipeline.fanout): one inference message per partition
+per ingest batch, read back comment by comment, counted exactly as one message per comment was.
+Real broker and worker processes, the real model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from typing import Any, cast
+
+import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from streamapp.broker import EmbeddedBroker
+from streamapp.edges.clients import follow, open_producer, send_all
+from streamapp.pipeline.fanout import decode_fanned_out, json_arrays
+from streamapp.pipeline.ledger import source_of
+from streamapp.records import Incoming, RejectedRecord, comment_id
+from tests.conftest import StartWorker, collect_outputs, demo_rows, send, wait_until
+from tests.test_pipeline import BROKEN, DLQ, RESULTS, category_totals
+
+INFERENCE = "streamapp-inference"
+PARTITIONS = 4  # STREAMAPP_PARTITIONS' default: the inference topic's
+
+
+def payload(record_id: str, row: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"id": record_id, "ts": 1_700_000_000_000, "comment": row, **extra}
+
+
+def fanned_out(value: bytes, partition: int = 1, offset: int = 7) -> list[tuple[str, int | None,
+                                                                             str | None]]:
+    record = Incoming(value, INFERENCE, partition, offset, None)
+    app = cast(Any, None)  # the decoder needs no app: the payloads are self-contained
+    return [(i, ts, c.recovered) for i, ts, c in decode_fanned_out(app, record)]
+
+
+def test_a_batch_message_reads_back_as_its_comments_in_their_lanes() -> None:
+    rows = demo_rows(3, seed=41)
+    ids = ["comments:0:12", "comments:2:5", "comments:0:13"]
+    value = orjson.dumps([payload(ids[0], rows[0]), payload(ids[1], rows[1]),
+                          payload(ids[2], rows[2], recovered="separator_in_review")])
+    assert fanned_out(value) == [(ids[0], 1_700_000_000_000, None),
+                                 (ids[1], 1_700_000_000_000, None),
+                                 (ids[2], 1_700_000_000_000, "separator_in_review")]
+    # Each comment is counted in the lane and at the offset it had as a message of its own.
+    message = Incoming(value, INFERENCE, 1, 7, None)
+    assert [source_of(message, i) for i in ids] == [
+        (f"{INFERENCE}:1>comments:0", 12), (f"{INFERENCE}:1>comments:2", 5),
+        (f"{INFERENCE}:1>comments:0", 13)]
+    # A worker before batches wrote one payload object per message: still one comment.
+    assert fanned_out(orjson.dumps(payload(ids[0], rows[0]))) == [
+        (ids[0], 1_700_000_000_000, None)]
+
+
+@pytest.mark.parametrize("value", [
+    b"{not json", b"", b"42", b"[]", b"[1, 2]", b'{"id": "x"}',
+    orjson.dumps([{"id": 5, "comment": demo_rows(1, seed=42)[0]}]),
+    orjson.dumps([{"id": "comments:0:1", "ts": "late", "comment": demo_rows(1, seed=42)[0]}]),
+    orjson.dumps([{"id": "comments:0:1", "comment": {"reviewBody": 3}}]),
+    orjson.dumps([{"id": "comments:0:1", "recovered": "magic",
+                   "comment": demo_rows(1, seed=42)[0]}]),
+])
+def test_anything_else_on_the_inference_topic_is_rejected_whole(value: bytes) -> None:
+    with pytest.raises(RejectedRecord) as rejected:
+        fanned_out(value)
+    assert rejected.value.reason == "invalid_json"
+
+
+def test_json_arrays_keep_the_order_and_stay_within_the_limit() -> None:
+    items = [orjson.dumps({"n": n, "pad": "x" * (n % 7) * 10}) for n in range(50)]
+    arrays = list(json_arrays(items, 200))
+    assert all(len(a) <= 200 for a in arrays)
+    assert [v for a in arrays for v in orjson.loads(a)] == [orjson.loads(i) for i in items]
+    big = b'"' + b"y" * 500 + b'"'
+    assert list(json_arrays([items[0], big, items[1]], 200)) == [
+        b"[" + items[0] + b"]", b"[" + big + b"]", b"[" + items[1] + b"]"]
+    assert list(json_arrays([], 200)) == []
+
+
+async def read_topic(broker: str, topic: str) -> list[Any]:
+    return [record async for record in follow(broker, [topic], idle_timeout=3.0)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("intake", ["agent", "batch"])
+def test_many_comments_in_batches_each_get_one_output_and_count_once(
+        broker: EmbeddedBroker, start_worker: StartWorker, intake: str) -> None:
+    # Small model batches, a long wait: the inference side takes messages of many comments
+    # and has to split them into model batches of at most 16.
+    worker = start_worker(intake=intake, batch_size="16", batch_wait_ms="200",
+                          ready_topic=INFERENCE)
+    rows = demo_rows(1500, seed=43)
+    values = [orjson.dumps(r) for r in rows]
+    for i, (raw, _) in enumerate(BROKEN):  # broken ones among them
+        values.insert(100 * i + 50, raw)
+    ids = send(broker, values)
+    reason_of = {ids[values.index(raw)]: reason for raw, reason in BROKEN}
+
+    outputs = collect_outputs(broker.url, [RESULTS, DLQ], set(ids), timeout=180)
+
+    assert set(outputs) == set(ids), f"missing: {sorted(set(ids) - set(outputs))[:10]}"
+    sizes = []
+    for record_id, produced in outputs.items():
+        assert len(produced) == 1, f"{record_id} has {len(produced)} outputs: {produced}"
+        [(topic, value)] = produced
+        if record_id in reason_of:
+            assert (topic, value["reason"]) == (DLQ, reason_of[record_id])
+        else:
+            assert topic == RESULTS and value["id"] == record_id, value
+            sizes.append(value["timing"]["batch_size"])
+    assert max(sizes) == 16, "the model batches are at most batch_size, and filled"
+    expected = Counter(str(r["categoryFirstName"]) for r in rows)
+    wait_until(lambda: category_totals([worker]) == expected, 30, "table counts")
+    wait_until(lambda: worker.stats()["dead_letters"] == Counter(r for _, r in BROKEN), 30,
+               "dead-letter counts")
+    assert worker.stats()["agents"]["records"] == len(rows)
+
+    # Far fewer messages than comments, each on the partition its comments' ids are keyed
+    # to, and every lane (inference partition > comment partition) in offset order.
+    messages = asyncio.run(read_topic(broker.url, INFERENCE))
+    assert len(messages) < len(rows) / 3
+    keyed = DefaultPartitioner()
+    lanes: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        for record_id, _, _ in fanned_out(message.value, message.partition, message.offset):
+            partitions = list(range(PARTITIONS))
+            assert keyed(record_id.encode(), partitions, partitions) == message.partition
+            lane, offset = source_of(Incoming(message.value, INFERENCE, message.partition,
+                                              message.offset, None), record_id)
+            lanes[lane].append(offset)
+    assert sum(map(len, lanes.values())) == len(rows)
+    assert all(offsets == sorted(offsets) for offsets in lanes.values())
+
+
+@pytest.mark.integration
+def test_foreign_and_old_messages_on_the_inference_topic(
+        broker: EmbeddedBroker, start_worker: StartWorker) -> None:
+    worker = start_worker()
+    rows = demo_rows(3, seed=44)
+    # Before an upgrade: one payload object per comment, keyed by its id.
+    old = [(f"comments:0:{900 + n}", orjson.dumps(payload(f"comments:0:{900 + n}", row)))
+           for n, row in enumerate(rows)]
+    foreign = [b"{not json", b'{"hello": "world"}', b"[1, 2, 3]", b"[]"]
+
+    async def produce() -> list[str]:
+        async with open_producer(broker.url) as producer:
+            for key, value in old:
+                await send_all(producer, INFERENCE, [value], key=key.encode())
+            sent = await send_all(producer, INFERENCE, foreign)
+        return [comment_id(m.topic, m.partition, m.offset) for m in sent]
+
+    foreign_ids = asyncio.run(produce())
+    old_ids = [key for key, _ in old]
+    outputs = collect_outputs(broker.url, [RESULTS, DLQ], {*old_ids, *foreign_ids})
+
+    for record_id, row in zip(old_ids, rows, strict=True):
+        [(topic, value)] = outputs[record_id]
+        assert topic == RESULTS and value["baseSkuName"] == row["baseSkuName"]
+        assert value["timing"]["source_ts"] == 1_700_000_000_000
+    for record_id, raw in zip(foreign_ids, foreign, strict=True):
+        [(topic, value)] = outputs[record_id]
+        assert (topic, value["reason"], value["value"]) == (DLQ, "invalid_json", raw.decode())
+    expected = Counter(str(r["categoryFirstName"]) for r in rows)
+    wait_until(lambda: category_totals([worker]) == expected, 30, "table counts")
+    wait_until(lambda: worker.stats()["dead_letters"] == {"invalid_json": len(foreign)}, 30,
+               "dead-letter counts")
+    assert worker.proc is not None and worker.proc.poll() is None
+    assert "Traceback" not in worker.log_path.read_text(errors="replace")

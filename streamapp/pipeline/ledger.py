@@ -13,7 +13,8 @@ Within a lane a key's offsets reach the tally in increasing order, replays aside
 - a reader takes a partition's records in order, and the batch pipeline sends its batches'
   counts in the order it read them (BatchPipeline), which the producer keeps per partition;
 - the ingest agent writes a comment partition's comments to the inference topic in order, and
-  a comment's id always hashes to the same inference partition;
+  a comment's id always hashes to the same inference partition (a batch message holds the
+  comments of one partition, streamapp.pipeline.fanout; each is counted by its own id);
 - a partition's next reader (after a crash, a rebalance, a restart) starts at the committed
   offset, and all counts before it were sent and flushed before that commit. It repeats only
   offsets the lane has already counted or sent, cut into batches however it happens to be;

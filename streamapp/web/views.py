@@ -55,7 +55,9 @@ LAG_NOTE = (
     "of the consumer's last fetch. The embedded development broker answers ListOffsets(LATEST) "
     "with the last producer batch's base offset + 1, not the high watermark "
     "(list_offsets_end), so there the fetch high watermark is what counts; it is stale while "
-    "Faust pauses a partition whose stream buffer is full. At most 2 s old (`at`).")
+    "Faust pauses a partition whose stream buffer is full. At most 2 s old (`at`). On the "
+    "inference topic (fan-out) a message holds an ingest batch's comments for its partition: "
+    "its lag counts batches, not comments.")
 
 Json = dict[str, Any]
 

@@ -2,7 +2,7 @@
 
 `python -m bench.profile LABEL` starts a broker and one worker (settings as `name=value`
 arguments, the default configuration without), preloads a backlog of comments, records the
-worker with py-spy for `--seconds` and prints the top frames (self time, and inclusive time of
+worker and its model process with py-spy for `--seconds` and prints the top frames (self time, and inclusive time of
 streamapp's, the tokenizer's, the Kafka client's and the model's frames). `--code DIR` runs
 the worker on the streamapp of another checkout (an older commit, say): how BENCHMARKS.md's
 "Profiles" compares before and after a change.
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(3)  # past the first batches
         subprocess.run([py_spy, "record", "--pid", str(pipe.worker.proc.pid), "--duration",
                         str(int(args.seconds)), "--rate", str(args.rate), "--format", "raw",
-                        "--nonblocking", "--threads", "-o", str(out)],
+                        "--nonblocking", "--threads", "--subprocesses", "-o", str(out)],
                        check=True, capture_output=True)
         records = pipe.worker.stats()["agents"]["records"]
     print(f"{args.label}: {records} records processed by the end of the recording")

@@ -2,10 +2,10 @@
 
 `python -m bench.profile LABEL` starts a broker and one worker (settings as `name=value`
 arguments, the default configuration without), preloads a backlog of comments, records the
-worker and its model process with py-spy for `--seconds` and prints the top frames (self time, and inclusive time of
-streamapp's, the tokenizer's, the Kafka client's and the model's frames). `--code DIR` runs
-the worker on the streamapp of another checkout (an older commit, say): how BENCHMARKS.md's
-"Profiles" compares before and after a change.
+worker and its model process with py-spy for `--seconds` and prints the top frames (self
+time, and inclusive time of streamapp's, the tokenizer's, the Kafka client's and the model's
+frames). `--code DIR` runs the worker on the streamapp of another checkout (an older commit,
+say): how BENCHMARKS.md's "Profiles" compares before and after a change.
 """
 
 from __future__ import annotations

@@ -81,6 +81,7 @@ def render_markdown(r: dict[str, Any]) -> str:
               "| measure | records/s |", "| --- | --- |"]
     for key, value in r["pipeline"].items():
         lines.append(f"| {key} | {value} |")
+    lines += cpu_bound_section(r)
     if "pmml" in r:
         lines += pmml_section(r["pmml"])
     lines += ["", "## Latency, memory", "", "```json",
@@ -109,6 +110,45 @@ def render_loader(loader: dict[str, Any], note: str | None) -> list[str]:
         lines.append(f"| {fmt} | {f['rows']} | {f['file_mb']} | {f['rows_per_s']} | "
                      f"{f['peak_rss_mb']} | {f['seconds']} |")
     return [*lines, *(["", note] if note else []), ""]
+
+
+def cpu_bound(r: dict[str, Any], model: str = "demo") -> dict[str, Any] | None:
+    """What the cores allow end to end: each process's CPU time per record in the first
+    end-to-end run of `model` (default configuration), added up; the cores divided by that sum
+    is the most records/s they can carry, whatever the pipeline does."""
+    figures = r["per_model"].get(model, {})
+    runs = figures.get("end_to_end_runs") or [{}]
+    per_record = runs[0].get("cpu_ms_per_record")
+    if not per_record:
+        return None
+    total_ms = sum(per_record.values())
+    bound = r["machine"]["cores"] * 1000 / total_ms
+    e2e = runs[0]["records_per_second"]
+    return {"cpu_ms_per_record": per_record, "total_ms": round(total_ms, 4),
+            "bound_records_per_second": round(bound, 1), "end_to_end": e2e,
+            "alone": figures["model_ceiling"],
+            "bound_over_alone": round(bound / figures["model_ceiling"], 3),
+            "e2e_over_bound": round(e2e / bound, 3)}
+
+
+def cpu_bound_section(r: dict[str, Any]) -> list[str]:
+    b = cpu_bound(r)
+    if b is None:
+        return []
+    lines = ["", "## What two cores allow: CPU time per record (demo model, default "
+             "configuration)", "",
+             "The model process, the worker around it, the broker and this bench's own clients "
+             "(producer and reader) share the cores. CPU time (user + system) of each over the "
+             "first end-to-end run, per record:", "",
+             "| process | CPU ms per record |", "| --- | --- |"]
+    lines += [f"| {name} | {ms} |" for name, ms in b["cpu_ms_per_record"].items()]
+    cores = r["machine"]["cores"]
+    lines += [f"| all | {b['total_ms']} |", "",
+              f"Bound: {cores} cores x 1000 ms / {b['total_ms']} ms = "
+              f"{b['bound_records_per_second']} records/s, {b['bound_over_alone']} of the model "
+              f"alone ({b['alone']} seq/s). End to end: {b['end_to_end']} records/s, "
+              f"{b['e2e_over_bound']} of the bound."]
+    return lines
 
 
 def pmml_section(p: dict[str, Any]) -> list[str]:

@@ -73,8 +73,8 @@ class Settings(BaseModel):
         True, description="run the model in a child process of the worker, with an interpreter "
                           "of its own (false: on threads of the worker)")
     torch_threads: int | None = Field(None, ge=1, le=256,
-                                      description="CPU threads for the model; unset = every "
-                                                  "core but one")
+                                      description="CPU threads for the model; unset = torch's "
+                                                  "default (every core)")
     switch_interval_ms: float | None = Field(
         None, gt=0, le=100,
         description="the interpreter's thread switch interval (Python's 5 ms when unset)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from streamapp.serving.outcomes import ModelStartError
 from streamapp.serving.process import encode_scores, read_frame, write_frame
-from streamapp.serving.service import InProcessModels, model_threads
+from streamapp.serving.service import InProcessModels
 from streamapp.settings import Settings
 
 log = logging.getLogger("streamapp.model_process")
@@ -42,9 +42,6 @@ async def _answer_reload(models: InProcessModels, writer: asyncio.StreamWriter,
 async def serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     settings = Settings.from_env()
-    import torch
-
-    torch.set_num_threads(model_threads(settings))
     try:
         models = await asyncio.get_running_loop().run_in_executor(None, InProcessModels.load,
                                                                   settings, log)

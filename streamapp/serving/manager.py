@@ -176,6 +176,9 @@ class ModelManager:
         self.batch = accepts_batch(self.handler_class, settings.handler_batch)
         self.device = resolve_device(settings.model_dir, settings.device)
         if settings.torch_threads:
+            # Unset, torch takes every core. Measured on two cores (BENCHMARKS.md): BERT-base
+            # needs both (17.5 seq/s alone, 9.3 end to end with one thread); a fast model whose
+            # worker keeps a core half busy lost less with two (1,194 records/s against 1,378).
             torch.set_num_threads(settings.torch_threads)
         if settings.switch_interval_ms:
             # Each torch op gives the GIL up and waits to take it back; while the event loop

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,13 +49,6 @@ class ModelService(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def model_threads(settings: Settings) -> int:
-    """Torch's CPU threads: STREAMAPP_TORCH_THREADS, else every core but one, which is left to
-    the worker's event loop (a probe with two threads on two cores beside a busy loop: 143
-    seq/s against 1,231 with one; their OpenMP threads fight the busy core)."""
-    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
 
 
 def load_manager(settings: Settings, log: logging.Logger = log) -> ModelManager:
@@ -125,8 +117,5 @@ async def start_model_service(settings: Settings) -> ModelService:
         from streamapp.serving.process import ModelProcess
 
         return await ModelProcess.start(settings)
-    import torch
-
-    torch.set_num_threads(model_threads(settings))
     return await asyncio.get_running_loop().run_in_executor(None, InProcessModels.load,
                                                             settings)

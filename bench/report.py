@@ -28,13 +28,14 @@ def machine() -> dict[str, Any]:
 
 
 RESULTS_JSON = Path("bench/results.json")
-KEPT = ("gpu", "profiles")
+KEPT = ("gpu", "profiles", "probes")
 BENCHMARKS_MD = Path("BENCHMARKS.md")
 
 
 def write_report(results: dict[str, Any], out_md: Path, out_json: Path) -> None:
     """Both files; what other runs wrote is kept: the GPU section (`make bench-gpu`, run on
-    another machine) and the profiles (py-spy, written by hand after a profiling run)."""
+    another machine), the profiles (py-spy) and the probes (figures of one-off comparisons),
+    both written by hand after their runs."""
     if out_json.exists():
         previous = json.loads(out_json.read_text())
         results = {**{k: previous[k] for k in KEPT if k in previous}, **results}
@@ -91,6 +92,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                          indent=2, ensure_ascii=False), "```", ""]
     if "loader" in r:
         lines += render_loader(r["loader"], r.get("loader_note"))
+    if "probes" in r:
+        lines += ["## Probes", "", *r["probes"], ""]  # lines of markdown
     if "profiles" in r:
         lines += ["## Profiles", "", *r["profiles"], ""]  # lines of markdown
     if "gpu" in r:

@@ -52,6 +52,13 @@ def _batch_wait_s(settings: Settings) -> float:
     return max(settings.batch_wait_ms, 1) / 1000.0  # 0 would make Faust wait for a full batch
 
 
+# The ingest batch only spares Faust's per-event cost on the hop; the model batch fills on the
+# other side. Under load the stream's buffer fills a take at once, so a short wait costs no
+# throughput, while waiting STREAMAPP_BATCH_WAIT_MS on both sides doubled the wait a comment
+# sees at low rates (p99 at half load: 216 ms, against 120 ms with one hop; BENCHMARKS.md).
+INGEST_WAIT_MS = 5
+
+
 def _hold(events: Sequence[EventT]) -> None:
     """`take_events` acks a batch as soon as the loop asks for the next one (or leaves):
     each message holds one more reference until its outputs are with the producer."""
@@ -72,8 +79,8 @@ def register(app: StreamApp) -> None:
         async def ingest(stream: StreamT[Any]) -> None:
             """Decode and validate batches of comments: to the inference topic, one message
             per partition (streamapp.pipeline.fanout), or dead letters."""
-            async for events in stream.take_events(settings.batch_size,
-                                                   within=_batch_wait_s(settings)):
+            within = min(settings.batch_wait_ms, INGEST_WAIT_MS) or 1
+            async for events in stream.take_events(settings.batch_size, within=within / 1000):
                 _hold(events)
                 try:
                     await ingest_batch(app, [incoming(e) for e in events])

@@ -39,7 +39,8 @@ def failure(exc: BaseException) -> ModelFailure:
 
 class BatchModel(Protocol):
     """What the engine runs, in two stages: `prepare` (tokenizing) in the tokenizer thread,
-    `finish` (the model) in the model thread; either may raise for the whole batch."""
+    `finish` (the model) in the model thread; either may raise for the whole batch. A model
+    whose `overlap_stages` is false has both run in the model thread."""
 
     def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> Any: ...
 
@@ -113,9 +114,9 @@ class InferenceEngine:
         """When a batch fails it is split in halves and retried, so one poisonous record
         costs about 2*log2(n) extra calls and only that record fails."""
         loop = asyncio.get_running_loop()
+        stage_one = self._tokenizer if getattr(model, "overlap_stages", True) else self._executor
         try:
-            prepared = await loop.run_in_executor(self._tokenizer, model.prepare, requests,
-                                                  timing)
+            prepared = await loop.run_in_executor(stage_one, model.prepare, requests, timing)
             outcomes = await loop.run_in_executor(self._executor, self._finish_checked, model,
                                                   prepared, requests, timing)
         except Exception as exc:

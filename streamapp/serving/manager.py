@@ -114,6 +114,13 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
 
     @property
+    def overlap_stages(self) -> bool:
+        """Tokenize the next batch in a second thread while this one computes: it pays when
+        the model's kernels let the GIL go (torch), not when both stages hold it (a handler
+        may say `overlap_stages = False`)."""
+        return bool(getattr(self.handler, "overlap_stages", True))
+
+    @property
     def spec(self) -> dict[str, str]:
         """The seed's `modelSpec`: which model a request is for."""
         return {"name": self.name, "version": self.version}

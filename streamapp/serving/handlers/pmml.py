@@ -99,6 +99,10 @@ class PmmlInfer:
     """Comments -> the PMML model's probability of the positive target value."""
 
     accepts_batch = True
+    # Both stages hold the GIL (the feature function in Python, then a JPype call into Java
+    # per row): in two threads each waited out the other's switch interval (BENCHMARKS.md,
+    # Probes), so the engine runs them one after the other in its model thread.
+    overlap_stages = False
 
     def __init__(self, positive: str = "1", features: str | None = None) -> None:
         self.positive = positive

@@ -149,7 +149,9 @@ ranges for times and memory):
   For `slow_model`, 0 means the group never dropped the worker.
 - **exit time** (`sigterm`): SIGTERM -> process exit (exit code 0 in every run): the batches in
   flight finish, their outputs are produced and the offsets committed first.
-- **RSS**: the worker's resident memory when ready, and its peak (sampled every 0.5 s).
+- **RSS**: the worker process's resident memory when ready, and its peak (sampled every 0.5 s);
+  the model process beside it (STREAMAPP_MODEL_PROCESS) is not counted: it holds the model,
+  about 500 MiB with the demo model, and no records.
   `backpressure` runs a 50,000-comment backlog through a slow model; a second worker joins once
   the backlog is in: the per-run lines show how long it took to hold partitions of the
   inference topic, which ones, and how many comments still had no output at that moment.

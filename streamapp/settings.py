@@ -189,15 +189,6 @@ class Settings(BaseModel):
         return max(self.session_timeout_s / 10, 0.3)
 
     @property
-    def messages_per_take(self) -> int:
-        """Messages the inference side reads at once (a take, a getmany). With fan-out one
-        message holds about batch_size / partitions comments (one per inference partition per
-        ingest batch), so `partitions` of them make about one model batch. Taking batch_size
-        messages held up to batch_size² comments acked together: a rebalance before they were
-        all done replayed every one of them (join_leave, RELIABILITY.md)."""
-        return min(self.batch_size, self.partitions) if self.fanout else self.batch_size
-
-    @property
     def model_dir(self) -> Path:
         return self.model if self.model is not None else self.demo_model_dir
 

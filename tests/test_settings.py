@@ -282,11 +282,3 @@ def test_exactly_once_needs_the_batch_intake_on_the_comment_topic(env: dict[str,
 
 def test_instance_id_must_be_a_kafka_friendly_name() -> None:
     assert "STREAMAPP_INSTANCE_ID='pod 1'" in problems_of({"STREAMAPP_INSTANCE_ID": "pod 1"})
-
-
-def test_the_inference_side_takes_about_one_model_batch_of_comments_at_once() -> None:
-    # With fan-out a message carries ~batch_size / partitions comments: `partitions` messages.
-    assert Settings(batch_size=64, partitions=4).messages_per_take == 4
-    assert Settings(batch_size=2, partitions=4).messages_per_take == 2
-    # Reading the comment topic itself, a message is one comment.
-    assert Settings(batch_size=64, partitions=4, fanout=False).messages_per_take == 64

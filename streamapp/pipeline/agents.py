@@ -140,7 +140,7 @@ def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> Non
         """Batches of comments through the model: results, dead letters, counts to stats."""
         pipeline = BatchPipeline(app, decode, settings.pipeline_depth)
         try:
-            async for events in stream.take_events(settings.messages_per_take,
+            async for events in stream.take_events(settings.batch_size,
                                                    within=_batch_wait_s(settings)):
                 _hold(events)
                 await pipeline.submit([incoming(e) for e in events],

@@ -182,7 +182,7 @@ class BatchIntake(Service):
         try:
             while not self.should_stop:
                 fetched = await self.consumer.getmany(timeout_ms=max(settings.batch_wait_ms, 1),
-                                                      max_records=settings.messages_per_take)
+                                                      max_records=settings.batch_size)
                 records = [Incoming(r.value, r.topic, r.partition, r.offset, r.timestamp)
                            for batch in fetched.values() for r in batch]
                 if records and not self.should_stop and self.exactly_once:

@@ -75,6 +75,11 @@ class Settings(BaseModel):
     torch_threads: int | None = Field(None, ge=1, le=256,
                                       description="CPU threads for the model; unset = torch's "
                                                   "default (every core)")
+    model_threads: int | None = Field(
+        None, ge=1, le=64,
+        description="batches the model computes at once, each on a thread of its own with "
+                    "cores / model_threads torch threads; unset = 2 on a CPU of two or more "
+                    "cores for a handler that allows it (`concurrent_batches = True`), else 1")
     switch_interval_ms: float | None = Field(
         None, gt=0, le=100,
         description="the interpreter's thread switch interval (Python's 5 ms when unset)")

@@ -473,3 +473,72 @@ def test_the_next_batch_is_tokenized_while_the_model_computes() -> None:
         assert asyncio.run(main()) == [[0.5], [0.5]]
     finally:
         engine.close()
+
+
+class MeetsTheOtherBatch:
+    """A model whose batches each wait inside `finish` until the other one is there too: they
+    finish only when two batches compute at once."""
+
+    def __init__(self, concurrent: bool) -> None:
+        self.concurrent_batches = concurrent
+        self.both_in = threading.Barrier(2, timeout=2)
+        self.inside = 0
+        self.most_inside = 0
+        self._lock = threading.Lock()
+
+    def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> None:
+        return None
+
+    def finish(self, prepared: None, requests: Sequence[dict[str, Any]],
+               timing: BatchTiming) -> list[Outcome]:
+        with self._lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        try:
+            self.both_in.wait()
+            return [0.5] * len(requests)
+        except threading.BrokenBarrierError:
+            return [0.25] * len(requests)  # alone: the other batch never came in beside it
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_two_model_threads_compute_two_batches_at_once_only_for_a_model_that_allows_it(
+        concurrent: bool) -> None:
+    model = MeetsTheOtherBatch(concurrent)
+    engine = InferenceEngine(model_threads=2)
+
+    async def main() -> list[list[Outcome]]:
+        return list(await asyncio.gather(engine.score(model, [{"input": "a"}]),
+                                         engine.score(model, [{"input": "b"}])))
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        engine.close()
+    if concurrent:
+        assert outcomes == [[0.5], [0.5]] and model.most_inside == 2
+    else:
+        assert model.most_inside == 1 and outcomes == [[0.25], [0.25]]
+
+
+@pytest.mark.parametrize(("handler", "device", "setting", "expected"), [
+    ("streamapp.serving.handlers.builtin:SkuMatchInfer", "cpu", None, 2),
+    ("streamapp.serving.handlers.builtin:SkuMatchInfer", "cuda", None, 1),
+    ("streamapp.serving.handlers.builtin:SkuMatchInfer", "cpu", 3, 3),
+    ("streamapp.serving.handlers.null:SlowInfer", "cpu", None, 1),
+    ("streamapp.serving.handlers.pmml:PmmlInfer", "cpu", None, 1),
+])
+def test_batches_at_once_by_default_two_on_a_cpu_for_a_handler_that_allows_it(
+        handler: str, device: str, setting: int | None, expected: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamapp.serving.handlers.contract import load_handler_class
+    from streamapp.serving.manager import batches_at_once
+    from streamapp.settings import Settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    settings = Settings(model_threads=setting)
+    assert batches_at_once(settings, load_handler_class(handler), torch.device(device)) \
+        == expected

@@ -108,6 +108,73 @@ def test_a_commit_starts_at_the_committed_offset() -> None:
     assert consumer._new_offset(tp) is None
 
 
+def test_a_record_dropped_before_any_stream_got_it_is_fetched_again_and_only_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in `make reliability` (backpressure, seed 1): inference:0 committed 155, records
+    156 and 157 processed and acked, the fetch loop past 158, and 155 held by no stream and
+    no queue: the commit would wait for it for good. While a stream holds it nothing happens;
+    once nobody does for the grace period, the partition is sought back to 155, and of the
+    records read again only 155 and what was never processed (158) are delivered."""
+    import streamapp.pipeline.offsets as offsets
+
+    monkeypatch.setattr(offsets, "LOST_RECORD_GRACE_S", 0.0)
+    consumer = create_app(Settings(store="memory")).consumer
+    assert isinstance(consumer, SafeOffsetConsumer)
+    tp = TP("streamapp-inference", 0)
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(partition: TP, offset: int) -> None:  # the fetcher is not started here
+        sought.append((partition, offset))
+        consumer._read_offset[partition] = offset
+
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    consumer._committed_offset[tp] = 155
+    consumer._acked[tp].extend([156, 157])
+    consumer._acked_index[tp].update([156, 157])
+    consumer._read_offset[tp] = 159
+    held = _message(tp, 155)
+    consumer.track_message(held)  # a stream holds 155: it is on its way
+    assert consumer.lost_record(tp) is None
+    consumer._unacked_messages.discard(held)
+    assert consumer.lost_record(tp) == 155
+
+    async def two_commit_rounds() -> list[list[tuple[TP, int]]]:
+        return [await consumer.refetch_lost_records() for _ in range(2)]
+
+    assert asyncio.run(two_commit_rounds()) == [[], [(tp, 155)]]  # seen, then past the grace
+    assert sought == [(tp, 155)]
+    delivered = [o for o in range(155, 161) if not consumer.skip_refetched(tp, o)]
+    assert delivered == [155, 158, 159, 160]
+    assert consumer._refetching == {}  # read up to where it had been: back to normal
+
+
+def test_during_a_rebalance_stream_partitions_resume_only_after_their_seek(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust's recovery resumes the stream partitions, then seeks them to the committed
+    offsets while the flow is on: records fetched in between were delivered before the seek
+    (the offset jumps in every kill -9 and join log). Changelog partitions resume at once (the
+    recovery reads them); stream partitions wait for the seek."""
+    app = create_app(Settings(store="memory"))
+    consumer = app.consumer
+    assert isinstance(consumer, SafeOffsetConsumer)
+    comments, changelog = TP("comments", 0), TP(f"{app.conf.id}-totals-changelog", 0)
+    assert consumer._is_changelog_tp(changelog) and not consumer._is_changelog_tp(comments)
+
+    async def seek_to_committed() -> dict[TP, int]:  # the fetcher is not started here
+        return {comments: 7}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    monkeypatch.setattr(consumer, "assignment", lambda: {comments, changelog})
+    consumer._set_active_tps(set())
+    app.rebalancing = True
+    consumer.resume_partitions({comments, changelog})
+    assert consumer._get_active_partitions() == {changelog}
+    asyncio.run(consumer.perform_seek())
+    assert consumer._get_active_partitions() == {comments, changelog}
+    assert consumer._read_offset[comments] == 7
+
+
 # The default store: RocksDB tables survive the restart and are recovered from their
 # changelogs up to the fetched end offsets (see the end-offset test below).
 SETTINGS = {"store": "rocksdb"}

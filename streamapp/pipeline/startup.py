@@ -61,6 +61,9 @@ def serving_summary(app: StreamApp, served: dict[str, Any]) -> list[str]:
             if settings.fanout else f"{settings.comments_topic} -> ")
     calls = (f"whole batches of up to {settings.batch_size}" if served["batch"]
              else "once per record")
+    at_once = served.get("batches_at_once", 1)
+    if at_once > 1:
+        calls += f", {at_once} batches at once"
     where = (f"in model process {served['process']}" if "process" in served
              else "on threads of the worker")
     intake = ("batch (aiokafka getmany)" if settings.intake == "batch"

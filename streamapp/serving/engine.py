@@ -2,13 +2,15 @@
 
 The Faust event loop must keep heartbeating, fetching and serving the web view while the model
 computes, so every model call goes to one dedicated thread (torch releases the GIL in its
-kernels, and one thread keeps batches in order and the model's memory single). Tokenizing
-runs in a second thread, so the next batch is tokenized while the model computes this one.
+kernels). Tokenizing runs in a thread of its own, so the next batch is tokenized while the
+model computes this one; on a CPU two model threads compute two batches at once
+(STREAMAPP_MODEL_THREADS, streamapp.serving.manager.batches_at_once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,8 +60,14 @@ class InferenceEngine:
     memory: an out-of-memory error halves the largest batch the model is given, and after
     `recover_after` good batches in a row it doubles again, up to `max_batch`."""
 
-    def __init__(self, max_batch: int = 4096, recover_after: int = 50) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamapp-model")
+    def __init__(self, max_batch: int = 4096, recover_after: int = 50,
+                 model_threads: int = 1) -> None:
+        # Model threads: one, or several for a model whose batches may run at once
+        # (STREAMAPP_MODEL_THREADS); a model that may not is given one batch at a time.
+        self._executor = ThreadPoolExecutor(max_workers=model_threads,
+                                            thread_name_prefix="streamapp-model")
+        self.model_threads = model_threads
+        self._one_at_a_time = asyncio.Lock()
         # Tokenizing the next batch while the model computes this one (batches in flight,
         # STREAMAPP_PIPELINE_DEPTH): on a GPU the CPU work then hides behind the kernels.
         self._tokenizer = ThreadPoolExecutor(max_workers=1,
@@ -115,10 +123,12 @@ class InferenceEngine:
         costs about 2*log2(n) extra calls and only that record fails."""
         loop = asyncio.get_running_loop()
         stage_one = self._tokenizer if getattr(model, "overlap_stages", True) else self._executor
+        alone = self.model_threads > 1 and not getattr(model, "concurrent_batches", False)
         try:
-            prepared = await loop.run_in_executor(stage_one, model.prepare, requests, timing)
-            outcomes = await loop.run_in_executor(self._executor, self._finish_checked, model,
-                                                  prepared, requests, timing)
+            async with self._one_at_a_time if alone else contextlib.nullcontext():
+                prepared = await loop.run_in_executor(stage_one, model.prepare, requests, timing)
+                outcomes = await loop.run_in_executor(self._executor, self._finish_checked,
+                                                      model, prepared, requests, timing)
         except Exception as exc:
             if is_out_of_memory(exc):
                 self._on_out_of_memory(len(requests))

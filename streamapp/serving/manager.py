@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -121,6 +122,12 @@ class LoadedModel:
         return bool(getattr(self.handler, "overlap_stages", True))
 
     @property
+    def concurrent_batches(self) -> bool:
+        """Whether the handler may compute two batches at once, on two threads (it says so
+        with `concurrent_batches = True`; a team's handler may keep state between calls)."""
+        return bool(getattr(self.handler, "concurrent_batches", False))
+
+    @property
     def spec(self) -> dict[str, str]:
         """The seed's `modelSpec`: which model a request is for."""
         return {"name": self.name, "version": self.version}
@@ -175,6 +182,18 @@ class LoadedModel:
                 "batch": self.batch, "handler": self.handler_spec}
 
 
+def batches_at_once(settings: Settings, handler_class: type, device: torch.device) -> int:
+    """How many batches the model computes at once (STREAMAPP_MODEL_THREADS). By default two
+    on a CPU of two or more cores, for a handler that allows it: a batch's Python steps
+    between kernels leave a core idle that the other batch fills. One on a GPU, whose kernels
+    already run a batch across the whole device."""
+    if settings.model_threads is not None:
+        return settings.model_threads
+    if device.type != "cpu" or not getattr(handler_class, "concurrent_batches", False):
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 class ModelManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -182,11 +201,14 @@ class ModelManager:
         self.handler_class = load_handler_class(self.handler_spec)
         self.batch = accepts_batch(self.handler_class, settings.handler_batch)
         self.device = resolve_device(settings.model_dir, settings.device)
+        self.model_threads = batches_at_once(settings, self.handler_class, self.device)
         if settings.torch_threads:
-            # Unset, torch takes every core. Measured on two cores (BENCHMARKS.md): BERT-base
-            # needs both (17.5 seq/s alone, 9.3 end to end with one thread); a fast model whose
-            # worker keeps a core half busy lost less with two (1,194 records/s against 1,378).
             torch.set_num_threads(settings.torch_threads)
+        elif self.model_threads > 1:
+            # Unset, torch takes every core for each batch; two batches at once share them.
+            # One torch thread per batch fights no other thread for a core: on two cores two
+            # batches at once outran one batch on both cores (BENCHMARKS.md, "Probes").
+            torch.set_num_threads(max(1, torch.get_num_threads() // self.model_threads))
         if settings.switch_interval_ms:
             # Each torch op gives the GIL up and waits to take it back; while the event loop
             # holds it, that wait lasts up to the switch interval (Python's 5 ms).
@@ -291,6 +313,7 @@ class ModelManager:
         return {
             **self.current.describe(),
             "root": str(self.settings.model_dir),
+            "batches_at_once": self.model_threads,
             "reloads": self.reloads,
             "swapped_at": self.swapped_at,
             "last_reload_error": self.last_error,

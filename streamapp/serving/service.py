@@ -90,7 +90,8 @@ class InProcessModels:
             manager = load_manager(settings, log)
         except (ModelLoadError, HandlerError) as exc:
             raise ModelStartError(str(exc)) from None
-        return cls(manager, InferenceEngine(max_batch=settings.batch_size))
+        return cls(manager, InferenceEngine(max_batch=settings.batch_size,
+                                            model_threads=manager.model_threads))
 
     async def score(self, requests: Sequence[dict[str, Any]]) -> BatchScores:
         model = self.manager.current  # one version for the whole batch, even across a swap

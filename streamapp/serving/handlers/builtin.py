@@ -21,6 +21,8 @@ class SkuMatchInfer:
     """(review, SKU name) -> match probability; Hugging Face or TorchScript models."""
 
     accepts_batch = True
+    # Two batches may run at once (STREAMAPP_MODEL_THREADS): inference reads the weights only.
+    concurrent_batches = True
 
     def __init__(self, max_tokens: int = 64, output_index: int = SEED_OUTPUT_INDEX,
                  quantize: bool = False, token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:

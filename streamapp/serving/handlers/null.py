@@ -12,6 +12,7 @@ CONSTANT_SCORE = 0.5
 
 class ConstantInfer:
     accepts_batch = True
+    concurrent_batches = True
 
     def initialize(self, configDict: dict[str, Any]) -> None:
         self.logger = configDict["logger"]
@@ -35,6 +36,7 @@ class SlowInfer(ConstantInfer):
             STREAMAPP_BATCH_SIZE=16 streamapp worker
     """
 
+    concurrent_batches = False  # one slow batch after another, as the faults are sized for
     DELAY_ENV = "SLOW_INFER_DELAY_S"
     DEFAULT_DELAY_S = 1.0
 

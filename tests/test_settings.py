@@ -64,6 +64,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "pmml_features": ("team.features:extra", "team.features:extra"),
     "pmml_positive": ("yes", "yes"),
     "model_process": ("false", False),
+    "model_threads": ("3", 3),
     "torch_threads": ("4", 4),
     "switch_interval_ms": ("0.5", 0.5),
     "quantize": ("int8", "int8"),

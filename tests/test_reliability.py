@@ -146,6 +146,7 @@ def test_a_record_dropped_before_any_stream_got_it_is_fetched_again_and_only_it(
     assert sought == [(tp, 155)]
     delivered = [o for o in range(155, 161) if not consumer.skip_refetched(tp, o)]
     assert delivered == [155, 158, 159, 160]
+    assert consumer.fetched_again == {"streamapp-inference": 1}  # /metrics counts it
     assert consumer._refetching == {}  # read up to where it had been: back to normal
 
 

@@ -44,6 +44,7 @@ worker has not processed and does not hold is delivered again.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -146,6 +147,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         # are held, not to be delivered again, and the read offset the replay ends at.
         self._refetching: dict[TP, tuple[set[int], int]] = {}
         self._resume_after_seek: set[TP] = set()  # stream partitions waiting for their seek
+        self.fetched_again: collections.Counter[str] = collections.Counter()  # per topic
 
     def track_message(self, message: Any) -> None:
         super().track_message(message)
@@ -200,6 +202,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
                         "waits for it: fetching it again (read up to %s; what was processed "
                         "or is held is not delivered again)", tp.topic, tp.partition, lost, read)
             await self.seek(tp, lost)
+            self.fetched_again[tp.topic] += 1
             sought.append((tp, lost))
         return sought
 

@@ -21,7 +21,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from streamapp.pipeline.stats import CATEGORY, RECOVERED, BatchReport, split_key
@@ -133,6 +133,23 @@ class ConsumerLag(Collector):
         yield gauge
 
 
+class RecordsFetchedAgain(Collector):
+    """Records the consumer sought back to after Faust dropped them (pipeline.offsets): should
+    stay 0; anything else names a Faust drop that would otherwise have stalled a partition."""
+
+    def __init__(self, app: StreamApp) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        counter = CounterMetricFamily(
+            "streamapp_records_fetched_again",
+            "Records dropped before any stream got them and fetched again, per topic",
+            labels=["topic"])
+        for topic, count in sorted(getattr(self.app.consumer, "fetched_again", {}).items()):
+            counter.add_metric([topic], count)
+        yield counter
+
+
 def register(app: StreamApp, lag: LagMonitor) -> CollectorRegistry:
     """Serve `/metrics`: Faust's Prometheus sensor and streamapp's metrics, one registry per
     app (not the process-wide default, so several apps in one process do not collide).
@@ -143,6 +160,7 @@ def register(app: StreamApp, lag: LagMonitor) -> CollectorRegistry:
     app.worker_stats.listeners.append(PrometheusMetrics(registry))
     registry.register(ModelInfo(app))
     registry.register(ConsumerLag(lag))
+    registry.register(RecordsFetchedAgain(app))
 
     class MetricsView(View):
         async def get(self, request: Request) -> Response:

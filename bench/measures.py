@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,30 @@ def predict_rate(model: PairClassifier, rows: Sequence[dict[str, Any]], batch_si
     for i in range(0, len(rows), batch_size):
         model.predict(reviews[i:i + batch_size], skus[i:i + batch_size], token_budget)
     return len(rows) / (time.perf_counter() - started)
+
+
+def model_two_at_once(model_dir: Path, rows: Sequence[dict[str, Any]], batch_size: int,
+                      at_once: int = 2) -> float:
+    """As `model_ceiling`, with `at_once` batches computing at once on threads of their own,
+    each with cores / at_once torch threads: what the model process does by default on a CPU
+    (streamapp.serving.manager.batches_at_once). Sequences per second."""
+    from streamapp.serving.formats.huggingface import SkuMatchClassifier
+
+    model = SkuMatchClassifier.load(model_dir)
+    reviews = [str(r["reviewBody"]) for r in rows]
+    skus = [str(r["baseSkuName"]) for r in rows]
+    starts = list(range(0, len(rows), batch_size))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, previous // at_once))
+    try:
+        model.predict(reviews[:batch_size], skus[:batch_size])  # warm-up
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
+            started = time.perf_counter()
+            list(pool.map(lambda i: model.predict(reviews[i:i + batch_size],
+                                                  skus[i:i + batch_size]), starts))
+            return len(rows) / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def per_record(model_dir: Path, rows: Sequence[dict[str, Any]]) -> float:

@@ -69,6 +69,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += ["", "## Throughput", "", "| measure | " + " | ".join(r["models"]) + " |",
               "| --- |" + " --- |" * len(r["models"])]
     for key, label in (("model_ceiling", "1. model alone, batched (seq/s)"),
+                       ("model_two_at_once",
+                        "model alone, two batches at once, cores / 2 threads each (seq/s)"),
                        ("end_to_end", "2. end to end, one worker (records/s)"),
                        ("end_to_end_intake",
                         "2. end to end, one worker, batch intake, one hop (records/s)"),

@@ -109,7 +109,7 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
     log("int8 agreement")
     results: dict[str, Any] = {
         "date": now(), "machine": machine(),
-        "command": "make bench" if not quick else "make bench QUICK=1",
+        "command": suite_command(runs, quick),
         "comments_source": str(source) if source else "streamapp.demo.synthetic (shared/ absent)",
         "runs": runs, "models": list(sizes),
         "per_model": per_model, "pipeline": pipeline, "latency": latency, "memory": memory,
@@ -151,7 +151,8 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
         "int8_over_fp32_bert_base": round(base_figures["int8_ceiling"]
                                           / base_figures["model_ceiling"], 3),
     }
-    results["pmml"] = pmml_figures(source, runs, quick, log, models_dir)
+    results["pmml"] = pmml_figures(source, runs, quick, log, models_dir,
+                                   command=suite_command(runs, quick))
     results["ratios"]["pmml_e2e_over_alone"] = results["pmml"]["e2e_over_alone"]
     try:
         from bench.loader import compare_formats
@@ -164,9 +165,17 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
     return results
 
 
+def suite_command(runs: int, quick: bool) -> str:
+    """The command that reproduces a run, as the report names it."""
+    if quick:
+        return "make bench QUICK=1"
+    return "make bench" if runs == 3 else f"streamapp bench --runs {runs}"
+
+
 def pmml_figures(source: Path | None, runs: int, quick: bool, log: Callable[[str], None],
-                 models_dir: Path = Path("var/models")) -> dict[str, Any]:
+                 models_dir: Path = Path("var/models"),
+                 command: str | None = None) -> dict[str, Any]:
     """The demo PMML model alone and through a worker (bench.pmml), with the command."""
     figures = run_pmml(models_dir, load_comments(source, 5000 if quick else 30_000), runs, log)
-    return {"date": now(), "command": "streamapp bench --only pmml"
+    return {"date": now(), "command": command or "streamapp bench --only pmml"
             + (" --quick" if quick else "") + f" --runs {runs}", **figures}

@@ -34,7 +34,8 @@ from typing import Any
 import orjson
 import torch
 
-from bench.measures import BERT_BASE, comment_values, predict_rate, random_bert, read_results
+from bench.alone import predict_rate
+from bench.measures import BERT_BASE, comment_values, random_bert, read_results
 from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.edges.clients import connection, open_producer, send_batched
 from streamapp.processes import WorkerProcess

@@ -13,20 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.alone import agreement, model_ceiling, model_two_at_once, padding, per_record
 from bench.measures import (
     INTAKE,
     NULL_HANDLER,
-    agreement,
     backlog_memory,
     bert_base_shape,
     end_to_end,
     latency_at_rate,
     load_comments,
     median_of,
-    model_ceiling,
-    model_two_at_once,
-    padding,
-    per_record,
     pipeline_ceiling,
     raw_aiokafka,
 )

@@ -53,6 +53,7 @@ from typing import Any
 
 import aiokafka
 from aiokafka import TopicPartition
+from faust.exceptions import ConsumerNotStarted
 from faust.transport.consumer import ensure_TPset
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, server_list
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -180,11 +181,15 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
     async def refetch_lost_records(self) -> list[tuple[TP, int]]:
         """Seek back to each record lost for LOST_RECORD_GRACE_S (see the module's docstring);
         what was sought, for the log and the tests."""
-        if self.app.rebalancing:  # the assignment's own seek comes first
+        if self.app.rebalancing or not self._acked:  # the assignment's own seek comes first
+            return []
+        try:
+            assigned = self.assignment()
+        except ConsumerNotStarted:  # stopping before it started (a worker that cannot start)
             return []
         now = time.monotonic()
         sought = []
-        for tp in self.assignment():
+        for tp in [tp for tp in self._acked if tp in assigned]:
             lost = self.lost_record(tp)
             if lost is None:
                 self._lost_since.pop(tp, None)

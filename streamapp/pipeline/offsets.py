@@ -44,6 +44,7 @@ worker has not processed and does not hold is delivered again.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
@@ -68,6 +69,10 @@ FAUST_GAPS = os.environ.get("FAUST_OFFSET_GAPS", "") == "faust"
 # than a record takes from the fetch to a stream (a full stream buffer holds it in the fetch
 # loop, which then has not read past it, so that case never counts).
 LOST_RECORD_GRACE_S = 10.0
+
+# The commit before a revocation may not hold the rebalance up for long: past this, the next
+# owner replays what it would have covered, as Faust alone does.
+REVOKE_COMMIT_TIMEOUT_S = 5.0
 
 
 class FetchWaitConsumerThread(AIOKafkaConsumerThread):
@@ -253,12 +258,14 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         for tp in revoked:
             self._lost_since.pop(tp, None)
             self._refetching.pop(tp, None)
-        if not FAUST_GAPS:
+        if not FAUST_GAPS and not (self.should_stop or self.app.should_stop):
             # Faust forgets the revoked partitions' acks before the app commits (after its
             # agents drain), so what was processed since the last periodic commit went to the
-            # next owner to process again. Commit it now (the producer is flushed first).
+            # next owner to process again. Commit it now (the producer is flushed first). Not
+            # when stopping: the stop has committed already, and the broker may be going too
+            # (Ctrl-C in `make run` reaches both), where a commit would wait for it.
             try:
-                await self.commit(revoked)
+                await asyncio.wait_for(self.commit(revoked), REVOKE_COMMIT_TIMEOUT_S)
             except Exception as exc:  # the next owner then replays it, as before
                 log.warning("commit before the revocation failed: %r", exc)
         await super().on_partitions_revoked(revoked)

@@ -38,10 +38,22 @@ def broker() -> Iterator[EmbeddedBroker]:
 StartWorker = Callable[..., WorkerProcess]
 
 
+FAILED_KEY = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED_KEY] = True
+    return report
+
+
 @pytest.fixture
-def start_worker(broker: EmbeddedBroker, tiny_model: Path,
+def start_worker(request: pytest.FixtureRequest, broker: EmbeddedBroker, tiny_model: Path,
                  tmp_path: Path) -> Iterator[StartWorker]:
-    """Start `faust -A streamapp worker` processes on the test broker; all stop at teardown."""
+    """Start `faust -A streamapp worker` processes on the test broker; all stop at teardown.
+    When the test failed, each worker's log tail goes to the report (what it was doing)."""
     workers: list[WorkerProcess] = []
 
     def start(wait: bool = True, ready_topic: str = "streamapp-inference",
@@ -66,6 +78,9 @@ def start_worker(broker: EmbeddedBroker, tiny_model: Path,
     yield start
     for worker in workers:
         worker.stop(timeout=30)
+    if request.node.stash.get(FAILED_KEY, False):
+        for worker in workers:
+            print(f"--- {worker.log_path}, last lines ---\n{worker.log_tail(80)}")
 
 
 Outputs = dict[str, list[tuple[str, dict[str, Any]]]]

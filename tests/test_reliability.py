@@ -169,11 +169,43 @@ def test_during_a_rebalance_stream_partitions_resume_only_after_their_seek(
     monkeypatch.setattr(consumer, "assignment", lambda: {comments, changelog})
     consumer._set_active_tps(set())
     app.rebalancing = True
+    consumer._seek_due_generation = 3  # what on_partitions_assigned records
     consumer.resume_partitions({comments, changelog})
     assert consumer._get_active_partitions() == {changelog}
     asyncio.run(consumer.perform_seek())
     assert consumer._get_active_partitions() == {comments, changelog}
     assert consumer._read_offset[comments] == 7
+    # Still the same rebalance, the seek done: a partition resumed now (a stream's buffer
+    # drained) resumes at once. Deferred, it stayed silent until the next rebalance.
+    consumer.pause_partitions({comments})
+    consumer.resume_partitions({comments})
+    assert consumer._get_active_partitions() == {comments, changelog}
+
+
+def test_a_seek_overtaken_by_a_newer_assignment_leaves_the_resume_to_that_ones_seek(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seek of one generation that returns after the next assignment has come must not
+    resume the partitions: they would deliver from before that assignment's own seek."""
+    app = create_app(Settings(store="memory"))
+    consumer = app.consumer
+    assert isinstance(consumer, SafeOffsetConsumer)
+    comments = TP("comments", 0)
+
+    async def seek_to_committed() -> dict[TP, int]:
+        consumer._seek_due_generation = 5  # the next assignment arrives meanwhile
+        return {comments: 7}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    monkeypatch.setattr(consumer, "assignment", lambda: {comments})
+    consumer._set_active_tps(set())
+    app.rebalancing = True
+    consumer._seek_due_generation = 4
+    consumer.resume_partitions({comments})
+    asyncio.run(consumer.perform_seek())
+    assert consumer._get_active_partitions() == set()
+    monkeypatch.setattr(consumer, "seek_to_committed", lambda: asyncio.sleep(0, {comments: 7}))
+    asyncio.run(consumer.perform_seek())  # generation 5's own seek
+    assert consumer._get_active_partitions() == {comments}
 
 
 # The default store: RocksDB tables survive the restart and are recovered from their

@@ -153,6 +153,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         # are held, not to be delivered again, and the read offset the replay ends at.
         self._refetching: dict[TP, tuple[set[int], int]] = {}
         self._resume_after_seek: set[TP] = set()  # stream partitions waiting for their seek
+        self._seek_due_generation: int | None = None  # assigned, not yet sought to committed
         self.fetched_again: collections.Counter[str] = collections.Counter()  # per topic
 
     def track_message(self, message: Any) -> None:
@@ -240,16 +241,29 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         committed offsets (perform_seek). Faust's recovery resumes them first, with the flow
         already on (it reads the changelogs), so records fetched from the old position were
         delivered while the seek ran, then fetched again: the offset jumps above, and the
-        records lost inside a running worker (LOST_RECORD_GRACE_S) were among those."""
+        records lost inside a running worker (LOST_RECORD_GRACE_S) were among those.
+
+        Only while that seek is still to come: a resume after it (the same rebalance, which
+        lasts until Faust's `on_rebalance_end`) goes through at once, or it would wait for
+        the next rebalance, and the partition would stay silent until then."""
         tps = ensure_TPset(tps)
-        if self.app.rebalancing and not FAUST_GAPS:
+        if self._seek_due_generation is not None and self.app.rebalancing and not FAUST_GAPS:
             streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
             self._resume_after_seek |= streams
             tps = tps - streams
         super().resume_partitions(tps)
 
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self._seek_due_generation = generation_id  # the recovery seeks these next
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def perform_seek(self) -> None:
+        generation = self._seek_due_generation
         await super().perform_seek()
+        if generation != self._seek_due_generation:
+            # A newer assignment came while this seek ran: its own seek resumes them.
+            return
+        self._seek_due_generation = None
         if self._resume_after_seek:
             waiting, self._resume_after_seek = self._resume_after_seek, set()
             super().resume_partitions(waiting & self.assignment())

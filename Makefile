@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/streamapp demo --port $(PORT)
 
+# Two test files at a time (pytest-xdist; a file's tests stay together, in order): the suite
+# mostly waits on broker and worker processes. JOBS=1 runs it serially.
+JOBS ?= 2
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
 lint: install
 	$(BIN)/ruff check streamapp tests bench reliability

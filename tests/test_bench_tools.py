@@ -47,3 +47,13 @@ def test_profile_top_frames_add_up_self_and_inclusive_time() -> None:
         "inclusive (streamapp, tokenizer, Kafka client, model layers):")]
     assert self_part[0].split() == ["60.0%", "Linear.forward", "(torch/linear.py:3)"]
     assert lines[-1].split() == ["70.0%", "SkuMatchInfer.process", "(streamapp/x.py:2)"]
+
+
+def test_sensor_probe_times_the_three_sensors(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.sensor import main as sensor_main
+
+    assert sensor_main(["--records", "300"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "Faust's Monitor", "Faust's PrometheusMonitor", "streamapp's FaustSensor"]
+    assert all(float(line.split(": ")[1].split()[0]) > 0 for line in lines)

@@ -167,3 +167,41 @@ def test_foreign_and_old_messages_on_the_inference_topic(
                "dead-letter counts")
     assert worker.proc is not None and worker.proc.poll() is None
     assert "Traceback" not in worker.log_path.read_text(errors="replace")
+
+
+@pytest.mark.integration
+def test_the_key_partitioner_outlives_a_metadata_refresh_without_its_topic(
+        broker: EmbeddedBroker) -> None:
+    """A worker's first ingest batch once failed (`TypeError: 'NoneType' object is not
+    iterable`): the producer's metadata, refreshed as the worker created its output topics,
+    held the inference topic no more when the batch asked for its partitions."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streamapp.application import create_app
+    from streamapp.pipeline.batches import key_partitioner
+    from streamapp.settings import Settings
+
+    async def run() -> tuple[list[int], list[int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(INFERENCE, PARTITIONS, 1)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            app = create_app(Settings(store="memory"))
+            app.transactional_producer = producer  # the producer the data path takes
+            partition_of = await key_partitioner(app, INFERENCE)
+            producer._metadata._partitions.pop(INFERENCE)  # a refresh without the topic
+            keys = [f"comments:0:{offset}".encode() for offset in range(200)]
+            partitions = list(range(PARTITIONS))
+            expected = [DefaultPartitioner()(key, partitions, partitions) for key in keys]
+            return [partition_of(key) for key in keys], expected
+        finally:
+            await producer.stop()
+
+    got, expected = asyncio.run(run())
+    assert got == expected and set(got) == set(range(PARTITIONS))

@@ -136,10 +136,16 @@ async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, Any]]]) 
 
 async def key_partitioner(app: StreamApp, topic: str) -> Callable[[bytes], int]:
     """The partition of `topic` a message keyed so would land in: what Faust's
-    Producer.key_partition calls, murmur2 of the key, as Kafka's default partitioner."""
+    Producer.key_partition calls, murmur2 of the key, as Kafka's default partitioner.
+
+    Over the partitions known now, not the producer's metadata at each call: a metadata
+    refresh in between (a topic the worker creates, as it does the output topics at start)
+    can leave that without this topic for a moment, and the batch then failed (CI: the
+    worker's first batch, `TypeError: 'NoneType' object is not iterable`)."""
     producer = aiokafka_producer(app)
-    await producer.partitions_for(topic)  # the partitioner needs the metadata
-    return lambda key: producer._partition(topic, None, None, None, key, None)
+    partitions = sorted(await producer.partitions_for(topic))
+    partitioner = producer._partitioner
+    return lambda key: partitioner(key, partitions, partitions)
 
 
 def _request(comment: Comment) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from faust.sensors.monitor import Monitor
@@ -34,17 +35,34 @@ class _Owner:
     """A stream's task owner (the hooks count events per owner)."""
 
 
-def per_record_us(monitor: Monitor, stream: Any, records: int) -> float:
-    tp = TP("comments", 0)
+def probe_streams(count: int) -> list[Any]:
+    """`count` streams (of topics of their own) of an app that is never started."""
+    app = create_app(Settings(store="memory"))
+    streams = [app.stream(app.topic(f"sensor-probe-{i}")) for i in range(count)]
+    for stream in streams:
+        stream.task_owner = _Owner()
+    return streams
+
+
+def feed(monitor: Monitor, streams: Sequence[Any], records: int, partitions: int = 1,
+         unacked_every: int = 0) -> None:
+    """The four hooks for `records` records, round robin over `partitions` partitions of
+    `comments` and over `streams`; every `unacked_every`-th record is left unacked."""
+    for offset in range(records):
+        tp, stream = TP("comments", offset % partitions), streams[offset % len(streams)]
+        message = _Message()
+        monitor.on_message_in(tp, offset, message)  # type: ignore[arg-type]
+        state = monitor.on_stream_event_in(tp, offset, stream, None)  # type: ignore[arg-type]
+        monitor.on_stream_event_out(tp, offset, stream, None, state)  # type: ignore[arg-type]
+        if not unacked_every or offset % unacked_every:
+            monitor.on_message_out(tp, offset, message)  # type: ignore[arg-type]
+
+
+def per_record_us(monitor: Monitor, streams: Sequence[Any], records: int) -> float:
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
-        for offset in range(records):
-            message = _Message()
-            monitor.on_message_in(tp, offset, message)
-            state = monitor.on_stream_event_in(tp, offset, stream, None)  # type: ignore[arg-type]
-            monitor.on_stream_event_out(tp, offset, stream, None, state)  # type: ignore[arg-type]
-            monitor.on_message_out(tp, offset, message)  # type: ignore[arg-type]
+        feed(monitor, streams, records)
         best = min(best, (time.perf_counter() - started) / records * 1e6)
     return round(best, 1)
 
@@ -54,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=20_000)
     args = parser.parse_args(argv)
-    app = create_app(Settings(store="memory"))
-    stream = app.stream(app.comments_topic)
-    stream.task_owner = _Owner()
+    streams = probe_streams(1)
 
     def metrics() -> FaustMetrics:
         return FaustMetrics.create(CollectorRegistry(), "faust")
@@ -64,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, monitor in [("Faust's Monitor", Monitor()),
                           ("Faust's PrometheusMonitor", PrometheusMonitor(metrics=metrics())),
                           ("streamapp's FaustSensor", FaustSensor(metrics=metrics()))]:
-        print(f"{name}: {per_record_us(monitor, stream, args.records)} us per record")
+        print(f"{name}: {per_record_us(monitor, streams, args.records)} us per record")
     return 0
 
 

@@ -305,32 +305,17 @@ def test_prometheus_metrics_from_batch_reports() -> None:
 def test_faust_sensor_keeps_faust_prometheus_sensors_metrics_and_values() -> None:
     """FaustSensor looks its labelled children up once; the metrics are Faust's own."""
     from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-    from faust.types import TP
     from prometheus_client import generate_latest
 
-    from streamapp.application import create_app
-    from streamapp.settings import Settings
+    from bench.sensor import feed, probe_streams
     from streamapp.web.metrics import FaustSensor
 
-    app = create_app(Settings(store="memory"))
-    streams = [app.stream(app.comments_topic), app.stream(app.inference_topic)]
-    for stream in streams:
-        stream.task_owner = object.__new__(type("Owner", (), {}))
-
-    class Message:
-        time_in = time_out = time_total = None
+    streams = probe_streams(2)
 
     def samples(monitor_class: type[PrometheusMonitor]) -> dict[tuple[Any, ...], float]:
         registry = CollectorRegistry()
         monitor = monitor_class(metrics=FaustMetrics.create(registry, "faust"))
-        for offset in range(30):  # two partitions, two streams, interleaved
-            tp, stream = TP("comments", offset % 2), streams[offset % 3 // 2]
-            message = Message()
-            monitor.on_message_in(tp, offset, message)
-            state = monitor.on_stream_event_in(tp, offset, stream, None)
-            monitor.on_stream_event_out(tp, offset, stream, None, state)
-            if offset % 5:
-                monitor.on_message_out(tp, offset, message)
+        feed(monitor, streams, 30, partitions=3, unacked_every=5)
         text = generate_latest(registry).decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for f in text_string_to_metric_families(text) for s in f.samples
@@ -339,8 +324,10 @@ def test_faust_sensor_keeps_faust_prometheus_sensors_metrics_and_values() -> Non
     faust_samples = samples(PrometheusMonitor)
     assert samples(FaustSensor) == faust_samples
     assert faust_samples[("faust_messages_received_per_topics_partition",
-                          (("partition", "1"), ("topic", "comments")))] == 29
+                          (("partition", "1"), ("topic", "comments")))] == 28
     assert faust_samples[("faust_active_messages", ())] == 6
+    assert len([k for k in faust_samples if k[0].startswith("faust_total_events_per_stream")
+                and not k[0].endswith("_created")]) == 2  # one child per stream
 
 
 def test_interval_description_round_trip() -> None:

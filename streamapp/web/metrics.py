@@ -44,7 +44,7 @@ class FaustSensor(PrometheusMonitor):
 
     Faust's runs on every record: `labels()` three times (a lock and a key each) and a regex
     turning the stream's label into a metric name. With those done once, the four per-record
-    hooks take about half of Faust's time (`python -m bench.sensor`; BENCHMARKS.md, Probes).
+    hooks take 0.5 to 0.7 of Faust's time (`python -m bench.sensor`; BENCHMARKS.md, Probes).
     """
 
     def __init__(self, metrics: FaustMetrics) -> None:

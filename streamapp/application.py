@@ -20,6 +20,10 @@ from streamapp.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
+# Events a stream may hold unprocessed (Faust's default; the comment topic's buffer is sized
+# from it when it holds fetch chunks).
+STREAM_BUFFER_MAXSIZE = 4096
+
 # Per-minute counts are kept for an hour: what the web view charts.
 WINDOW = timedelta(minutes=1)
 WINDOW_EXPIRES = timedelta(hours=1)
@@ -47,6 +51,14 @@ class StreamApp(faust.App):
         # Raw bytes everywhere: decoding is ours, so a bad record becomes a dead letter,
         # never a crash inside Faust's deserializer.
         self.comments_topic = self._raw_topic(settings.comments_topic)
+        if settings.chunked_comments:
+            # The stream buffer then counts chunks: sized to hold about the records Faust's
+            # holds (streamapp.pipeline.chunks). Set on the topic, which the agent's channel
+            # is cloned from: Faust's app.topic() takes `maxsize` but does not pass it on.
+            from streamapp.pipeline.chunks import channel_maxsize
+
+            self.comments_topic.maxsize = channel_maxsize(STREAM_BUFFER_MAXSIZE,
+                                                          settings.batch_size)
         # The fan-out hop: valid comments keyed by id, spread over `partitions` partitions
         # whatever partition count the upstream comment topic has.
         self.inference_topic = self._raw_topic(f"{settings.app_id}-inference", internal=True,
@@ -112,6 +124,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "table_standby_replicas": 0,
         "producer_linger_ms": 5,
+        "stream_buffer_maxsize": STREAM_BUFFER_MAXSIZE,
     }
 
 

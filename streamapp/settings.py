@@ -43,6 +43,10 @@ class Settings(BaseModel):
     intake: Literal["agent", "batch"] = Field(
         "agent", description="agent: Faust's take_events; batch: aiokafka batches past Faust's "
                              "per-event path (streamapp.pipeline.intake)")
+    fetch_chunks: bool = Field(
+        True, description="the comment topic reaches its Faust agent one event per partition "
+                          "per fetch (up to batch_size records), not one per record "
+                          "(streamapp.pipeline.chunks)")
     model: Path | None = Field(None, description="model directory or root of versions")
     demo_model_dir: Path = Field(Path("var/models/demo"), description="where the demo model lives")
     model_name: str = Field("standard_bert", min_length=1,
@@ -192,6 +196,13 @@ class Settings(BaseModel):
         """A tenth of the session timeout: a member learns of a rebalance (a dead member's
         partitions to take over) within this, not the quarter session it took before."""
         return max(self.session_timeout_s / 10, 0.3)
+
+    @property
+    def chunked_comments(self) -> bool:
+        """Whether Faust's consumer hands the comment topic over in fetch chunks
+        (streamapp.pipeline.chunks): asked for, and a Faust agent reads that topic (ingest
+        with the fan-out, the inference agent without)."""
+        return self.fetch_chunks and (self.fanout or self.intake == "agent")
 
     @property
     def model_dir(self) -> Path:

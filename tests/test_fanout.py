@@ -205,3 +205,15 @@ def test_the_key_partitioner_outlives_a_metadata_refresh_without_its_topic(
 
     got, expected = asyncio.run(run())
     assert got == expected and set(got) == set(range(PARTITIONS))
+
+
+def test_the_key_partitioner_is_kafkas_default_partitioner() -> None:
+    """murmur2 in C lands every key where aiokafka's (pure-Python) default partitioner does."""
+    from streamapp.pipeline.batches import kafka_partition
+
+    keys = [f"comments:{p}:{offset}".encode() for p in range(3) for offset in range(3000)]
+    keys += ["生鲜/水果/苹果".encode(), b"", b"\xff" * 7, b"x" * 1001]
+    for count in (1, 3, 4, 8, 13):
+        partitions = list(range(count))
+        assert [kafka_partition(key, partitions) for key in keys] == [
+            DefaultPartitioner()(key, partitions, partitions) for key in keys]

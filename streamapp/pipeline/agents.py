@@ -30,22 +30,16 @@ from streamapp.pipeline.batches import (
     decode_direct,
     exit_without_commit,
 )
+from streamapp.pipeline.chunks import incoming_records
 from streamapp.pipeline.fanout import decode_fanned_out, ingest_batch
 from streamapp.pipeline.ledger import apply_entry
 from streamapp.pipeline.stats import merge_counts, stats_entries
-from streamapp.records import Incoming
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
     from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def incoming(event: EventT) -> Incoming:
-    msg = event.message
-    return Incoming(event.value, msg.topic, msg.partition, msg.offset,
-                    int(msg.timestamp * 1000) if msg.timestamp else None)
 
 
 def _batch_wait_s(settings: Settings) -> float:
@@ -83,7 +77,7 @@ def register(app: StreamApp) -> None:
             async for events in stream.take_events(settings.batch_size, within=within / 1000):
                 _hold(events)
                 try:
-                    await ingest_batch(app, [incoming(e) for e in events])
+                    await ingest_batch(app, incoming_records(events))
                 except Exception as exc:
                     exit_without_commit(exc)
                 _ack_all(events)
@@ -143,7 +137,7 @@ def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> Non
             async for events in stream.take_events(settings.batch_size,
                                                    within=_batch_wait_s(settings)):
                 _hold(events)
-                await pipeline.submit([incoming(e) for e in events],
+                await pipeline.submit(incoming_records(events),
                                       functools.partial(_ack_all, events))
         finally:
             # Let batches in flight produce their outputs and ack (shutdown, rebalance).

@@ -58,7 +58,11 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.consumer import ensure_TPset
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, server_list
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-from faust.types import TP
+from faust.types import TP, Message
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+from streamapp.pipeline.chunks import ChunkMessage, FetchChunk, chunk_message, split_fetch
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +159,12 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         self._resume_after_seek: set[TP] = set()  # stream partitions waiting for their seek
         self._seek_due_generation: int | None = None  # assigned, not yet sought to committed
         self.fetched_again: collections.Counter[str] = collections.Counter()  # per topic
+        # Fetch chunks (streamapp.pipeline.chunks): the topics delivered so, the chunk size,
+        # and per partition the first offset of the chunk being delivered.
+        settings = self.app.settings
+        self._chunked_topics = {settings.comments_topic} if settings.chunked_comments else set()
+        self._chunk_size = settings.batch_size
+        self._chunk_first: dict[TP, int] = {}
 
     def track_message(self, message: Any) -> None:
         super().track_message(message)
@@ -175,13 +185,17 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
 
     def _held(self, tp: TP) -> set[int]:
         """Offsets of `tp` delivered and not yet acked: held by a stream, or in a channel's
-        queue on the way to one."""
-        held = {m.offset for m in list(self._unacked_messages) if m.tp == tp}
+        queue on the way to one (a chunk holds all of its offsets)."""
+        held: set[int] = set()
+        for m in list(self._unacked_messages):
+            if m.tp == tp:
+                held.update(m.offsets if isinstance(m, ChunkMessage) else (m.offset,))
         for channel in self.app.topics._tp_index.get(tp, ()):
             for event in list(getattr(channel.queue, "_queue", ())):
                 message = getattr(event, "message", None)
                 if message is not None and message.tp == tp:
-                    held.add(message.offset)
+                    held.update(message.offsets if isinstance(message, ChunkMessage)
+                                else (message.offset,))
         return held
 
     async def refetch_lost_records(self) -> list[tuple[TP, int]]:
@@ -233,8 +247,58 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         async for tp, message in super().getmany(timeout):
-            if not (self._refetching and self.skip_refetched(tp, message.offset)):
+            # A partition being read again is never chunked (_wait_next_records).
+            if not (self._refetching and not isinstance(message, ChunkMessage)
+                    and self.skip_refetched(tp, message.offset)):
                 yield tp, message
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        """A fetch, the chunked topics' records as chunks (streamapp.pipeline.chunks): Faust's
+        getmany then makes one message of each (`_to_message`), in its round robin."""
+        records, active_partitions = await super()._wait_next_records(timeout)
+        if records and self._chunked_topics:
+            records = {tp: self._chunks(tp, fetched) for tp, fetched in records.items()}
+        return records, active_partitions
+
+    def _chunks(self, tp: TP, fetched: list[Any]) -> list[Any]:
+        if tp.topic not in self._chunked_topics or tp in self._refetching or not fetched:
+            return fetched
+        read = self._read_offset.get(tp)
+        if read is not None:  # what the fetch loop would drop record by record
+            fetched = [record for record in fetched if record.offset >= read]
+        return split_fetch(fetched, self._chunk_size)  # type: ignore[return-value]
+
+    def _to_message(self, tp: TP, record: Any) -> Any:
+        if isinstance(record, FetchChunk):
+            self._chunk_first[tp] = record[0].offset  # for the fetch loop's gap check
+            return chunk_message(tp, record, self.app.consumer_generation_id)
+        if self._chunk_first:
+            self._chunk_first.pop(tp, None)  # a record on its own: no chunk to check against
+        return super()._to_message(tp, record)
+
+    def ack(self, message: Message) -> bool:
+        """Faust's ack, for a chunk every offset it holds (faust.transport.consumer.ack)."""
+        if not isinstance(message, ChunkMessage):
+            return bool(super().ack(message))
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            tp = message.tp
+            try:
+                if not self.app.topics.acks_enabled_for(message.topic):
+                    return False
+                committed = self._committed_offset[tp]
+                index, acked = self._acked_index[tp], self._acked[tp]
+                new = [offset for offset in message.offsets
+                       if (committed is None or offset >= committed) and offset not in index]
+                self._unacked_messages.discard(message)
+                index.update(new)
+                acked.extend(new)
+                self._n_acked += len(new)
+                return bool(new)
+            finally:
+                notify(self._waiting_for_ack)
 
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         """During a rebalance, stream partitions resume only once they are sought to their
@@ -293,6 +357,13 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        first = self._chunk_first.pop(tp, None)
+        if first is not None and offset_to >= first:
+            # The fetch loop checks a chunk by its last offset: only offsets before the
+            # chunk's first are missing.
+            if offset_from >= first:
+                return
+            offset_to = first
         if FAUST_GAPS:
             await super()._add_gap(tp, offset_from, offset_to)
             return

@@ -133,6 +133,20 @@ def attr(driver: Any, selector: str, name: str = "data-value") -> list[str]:
         ".map(e => e.getAttribute(arguments[1]))", selector, name)]
 
 
+def click(driver: Any, selector: str) -> None:
+    """Click the element; again when the page re-rendered it in between (?refresh=1 redraws
+    the tables every second, and a row found before a redraw is stale by the click)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(5):
+        try:
+            driver.find_element("css selector", selector).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
+
+
 def number(text: str) -> float | None:
     return None if text == "" else float(text)
 
@@ -432,7 +446,7 @@ def test_dashboard_api_and_metrics_show_a_running_worker(
     open_dashboard(browser, worker)
     check_page_against(browser, get_json(worker, "/api/stats"))
     busiest = max(expected, key=lambda name: expected[name])
-    browser.find_element("css selector", f'#table-categories tr[data-category="{busiest}"]').click()
+    click(browser, f'#table-categories tr[data-category="{busiest}"]')
     paths = attr(browser, "#table-paths tr[data-path] td[data-field=seen]")
     assert sum(map(int, paths)) == expected[busiest], "the drill-down's paths add up"
     assert attr(browser, "#chart-paths polyline", "data-series"), "the paths are charted"

@@ -69,3 +69,39 @@ def test_the_model_on_threads_of_the_worker_serves_the_same(
     # The worker's own process holds torch's threads: no child process was started.
     children = Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children")
     assert children.read_text().split() == []
+
+
+def test_a_batch_written_to_a_model_process_already_gone_fails_saying_so() -> None:
+    """Seen in CI: the child killed, the next batch's write met the closed socket before the
+    reply reader saw end of file; the batch must fail as ModelProcessGone, not as a bare
+    ConnectionResetError (the worker's log then says which process exited)."""
+    import asyncio
+    import socket
+    import subprocess
+    import sys
+
+    from streamapp.serving.process import ModelProcess, ModelProcessGone
+
+    class ClosedWriter:
+        def write(self, data: bytes) -> None:
+            pass
+
+        async def drain(self) -> None:
+            raise ConnectionResetError("Connection lost")
+
+    async def run() -> str:
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        ours, theirs = socket.socketpair()
+        theirs.close()
+        model = ModelProcess(proc, ours, asyncio.StreamReader(), ClosedWriter(),  # type: ignore[arg-type]
+                             {"handler": "x"})
+        with pytest.raises(ModelProcessGone) as gone:
+            await model.score([{"input": "a"}])
+        assert model._pending == {}
+        model._replies.cancel()
+        model.close()
+        return str(gone.value)
+
+    message = asyncio.run(run())
+    assert "exited (ConnectionResetError)" in message

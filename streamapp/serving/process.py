@@ -161,8 +161,13 @@ class ModelProcess:
         self._next_id += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[self._next_id] = future
-        write_frame(self._writer, {**message, "id": self._next_id})
-        await self._writer.drain()
+        try:
+            write_frame(self._writer, {**message, "id": self._next_id})
+            await self._writer.drain()
+        except ConnectionError as exc:  # gone before the reply reader saw end of file
+            self._pending.pop(self._next_id, None)
+            raise ModelProcessGone(
+                f"the model process {self.proc.pid} exited ({type(exc).__name__})") from exc
         return await future
 
     async def score(self, requests: Sequence[dict[str, Any]]) -> BatchScores:

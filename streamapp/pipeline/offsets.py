@@ -62,7 +62,13 @@ from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
-from streamapp.pipeline.chunks import ChunkMessage, FetchChunk, chunk_message, split_fetch
+from streamapp.pipeline.chunks import (
+    ChunkMessage,
+    FetchChunk,
+    chunk_message,
+    message_offsets,
+    split_fetch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +192,13 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
     def _held(self, tp: TP) -> set[int]:
         """Offsets of `tp` delivered and not yet acked: held by a stream, or in a channel's
         queue on the way to one (a chunk holds all of its offsets)."""
-        held: set[int] = set()
-        for m in list(self._unacked_messages):
-            if m.tp == tp:
-                held.update(m.offsets if isinstance(m, ChunkMessage) else (m.offset,))
+        messages = [m for m in list(self._unacked_messages) if m.tp == tp]
         for channel in self.app.topics._tp_index.get(tp, ()):
             for event in list(getattr(channel.queue, "_queue", ())):
                 message = getattr(event, "message", None)
                 if message is not None and message.tp == tp:
-                    held.update(message.offsets if isinstance(message, ChunkMessage)
-                                else (message.offset,))
-        return held
+                    messages.append(message)
+        return {offset for message in messages for offset in message_offsets(message)}
 
     async def refetch_lost_records(self) -> list[tuple[TP, int]]:
         """Seek back to each record lost for LOST_RECORD_GRACE_S (see the module's docstring);

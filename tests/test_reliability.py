@@ -150,6 +150,72 @@ def test_a_record_dropped_before_any_stream_got_it_is_fetched_again_and_only_it(
     assert consumer._refetching == {}  # read up to where it had been: back to normal
 
 
+def test_a_partitions_last_records_dropped_after_the_seek_are_fetched_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in test_model_process with fetch chunks (a restarted worker, one inference message
+    per partition to replay at the committed offset 1): the records were fetched (position 2)
+    and never reached a stream, and nothing after them was acked, so no later ack showed the
+    loss and the partition stayed silent. The consumer's position past the committed offset
+    shows it: once nobody holds the record for the grace period, it is fetched again. While
+    the fetch loop is handing it to a stream (a full buffer), it is not lost."""
+    import streamapp.pipeline.offsets as offsets
+
+    monkeypatch.setattr(offsets, "LOST_RECORD_GRACE_S", 0.0)
+    consumer = create_app(Settings(store="memory")).consumer
+    assert isinstance(consumer, SafeOffsetConsumer)
+    tp = TP("streamapp-inference", 0)
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(partition: TP, offset: int) -> None:
+        sought.append((partition, offset))
+
+    async def position(partition: TP) -> int:
+        return 158
+
+    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "position", position)
+    monkeypatch.setattr(consumer, "highwater", lambda partition: 158)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    consumer._committed_offset[tp] = 155
+    consumer._read_offset[tp] = 155  # what the seek to the committed offset leaves
+
+    async def commit_rounds(n: int) -> list[list[tuple[TP, int]]]:
+        return [await consumer.refetch_lost_records() for _ in range(n)]
+
+    async def while_handing_over() -> list[list[tuple[TP, int]]]:
+        handed = asyncio.Event()
+
+        async def blocked_put(message: Message) -> None:  # the stream's buffer is full
+            handed.set()
+            await asyncio.sleep(3600)
+
+        deliver = consumer._delivering(blocked_put)
+        delivery = asyncio.ensure_future(deliver(_message(tp, 155)))
+        await handed.wait()
+        rounds = await commit_rounds(2)
+        delivery.cancel()
+        return rounds
+
+    assert asyncio.run(while_handing_over()) == [[], []]
+    assert consumer._in_delivery == {}
+    assert asyncio.run(commit_rounds(2)) == [[], [(tp, 155)]]  # seen, then past the grace
+    assert sought == [(tp, 155)]
+    delivered = [o for o in range(155, 160) if not consumer.skip_refetched(tp, o)]
+    assert delivered == [155, 156, 157, 158, 159]
+    assert consumer._refetching == {}
+    # A partition read to its end, everything acked and committed: nothing is lost.
+    consumer._committed_offset[tp] = 158
+    assert asyncio.run(commit_rounds(2)) == [[], []]
+    # Nothing committed yet (the worker before died first): lost from the log's start.
+    consumer._committed_offset[tp] = None
+
+    async def earliest_offsets(*partitions: TP) -> dict[TP, int]:
+        return {tp: 150}
+
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    assert asyncio.run(commit_rounds(2)) == [[], [(tp, 150)]]
+
+
 def test_during_a_rebalance_stream_partitions_resume_only_after_their_seek(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Faust's recovery resumes the stream partitions, then seeks them to the committed

@@ -53,14 +53,12 @@ import collections
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import aiokafka
-from aiokafka import TopicPartition
 from faust.exceptions import ConsumerNotStarted
 from faust.transport.consumer import ensure_TPset
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, server_list
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
@@ -73,6 +71,7 @@ from streamapp.pipeline.chunks import (
     message_offsets,
     split_fetch,
 )
+from streamapp.pipeline.fetching import FetchWaitConsumerThread
 
 log = logging.getLogger(__name__)
 
@@ -87,64 +86,6 @@ LOST_RECORD_GRACE_S = 10.0
 # The commit before a revocation may not hold the rebalance up for long: past this, the next
 # owner replays what it would have covered, as Faust alone does.
 REVOKE_COMMIT_TIMEOUT_S = 5.0
-
-
-class FetchWaitConsumerThread(AIOKafkaConsumerThread):
-    """Fetch wait and end offsets that hold on any Kafka-protocol broker."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # Faust hard-codes fetch_max_wait_ms=1500. A broker that answers fetches by polling
-        # (the embedded one) then delivers each record ~750 ms late, per hop; a real Kafka
-        # answers as soon as data arrives, so there a shorter wait only costs requests on an
-        # idle topic. Read by aiokafka when it starts its fetcher, which has not happened yet.
-        consumer._fetch_max_wait_ms = self.app.settings.fetch_wait_ms
-        if self.app.settings.guarantee == "exactly_once":
-            # The stats topic is then written in transactions: tables count committed ones only.
-            consumer._isolation_level = "read_committed"
-        self._bootstrap = server_list(transport.url, transport.default_port)
-        return consumer
-
-    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
-        """End offsets, checked against the high watermark of a fetch.
-
-        Table recovery reads changelogs up to these offsets, and refuses to start when a
-        store's persisted offset is beyond them. The embedded broker answers ListOffsets with
-        the last batch's base offset + 1, short of the end by up to one producer batch: a
-        worker restarted after kill -9 then stopped with ConsistencyError (persisted 299 >
-        264), and a recovery stopped short would have left tables behind. A fetch from just
-        before the reported end returns the true high watermark on any broker.
-        """
-        reported = await super()._highwaters(partitions)
-        return await fetched_end_offsets(self._bootstrap, reported)
-
-
-async def fetched_end_offsets(bootstrap: list[str] | str,
-                              reported: Mapping[TP, int]) -> dict[TP, int]:
-    """`reported` end offsets raised to the high watermark a fetch answers with."""
-    ends = dict(reported)
-    probe = {tp: offset for tp, offset in ends.items() if offset > 0}
-    if not probe:
-        return ends
-    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                         enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(tp.topic, tp.partition) for tp in probe])
-        for tp, offset in probe.items():
-            consumer.seek(TopicPartition(tp.topic, tp.partition), offset - 1)
-        pending = set(probe)
-        deadline = time.monotonic() + 5.0
-        while pending and time.monotonic() < deadline:
-            await consumer.getmany(timeout_ms=200, max_records=1)
-            for tp in list(pending):
-                watermark = consumer.highwater(TopicPartition(tp.topic, tp.partition))
-                if watermark is not None:
-                    ends[tp] = max(ends[tp], watermark)
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
-    return ends
 
 
 class SafeOffsetConsumer(AIOKafkaConsumer):
@@ -162,7 +103,13 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         super().__init__(*args, **kwargs)
         self._real_gaps = self.app.settings.guarantee == "exactly_once"
         self._delivered: dict[TP, int] = {}  # highest offset handed to a stream, per partition
-        self._lost_since: dict[TP, tuple[int, float]] = {}  # lost offset, first seen (monotonic)
+        # Per partition: the lost offset, when it was first seen (monotonic), and the fetch
+        # round then (_fetch_rounds).
+        self._lost_since: dict[TP, tuple[int, float, int]] = {}
+        # Fetches returned so far: records of one fetch wait in Faust's getmany until the
+        # fetch loop has handed over those before them (a full stream buffer holds it), so a
+        # record is only lost once a later fetch has begun.
+        self._fetch_rounds = 0
         # Per partition sought back to a lost record: offsets above it that were processed or
         # are held, not to be delivered again, and the read offset the replay ends at.
         self._refetching: dict[TP, tuple[set[int], int]] = {}
@@ -269,9 +216,9 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
                 continue
             seen = self._lost_since.get(tp)
             if seen is None or seen[0] != lost:
-                self._lost_since[tp] = (lost, now)
+                self._lost_since[tp] = (lost, now, self._fetch_rounds)
                 continue
-            if now - seen[1] < LOST_RECORD_GRACE_S:
+            if now - seen[1] < LOST_RECORD_GRACE_S or self._fetch_rounds <= seen[2]:
                 continue
             del self._lost_since[tp]
             # The replay ends where the fetch loop had read to (by the position, for a
@@ -311,6 +258,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         """A fetch, the chunked topics' records as chunks (streamapp.pipeline.chunks): Faust's
         getmany then makes one message of each (`_to_message`), in its round robin."""
         records, active_partitions = await super()._wait_next_records(timeout)
+        self._fetch_rounds += 1
         if records and self._chunked_topics:
             records = {tp: self._chunks(tp, fetched) for tp, fetched in records.items()}
         return records, active_partitions

@@ -86,7 +86,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {key} | {value} |")
     lines += cpu_bound_section(r)
     if "pmml" in r:
-        lines += pmml_section(r["pmml"])
+        lines += pmml_section(r["pmml"], r["machine"]["cores"])
     lines += ["", "## Latency, memory", "", "```json",
               json.dumps({k: r[k] for k in ("latency", "memory", "int8_agreement", "padding",
                                               "token_budget_at_128_tokens")
@@ -156,7 +156,7 @@ def cpu_bound_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def pmml_section(p: dict[str, Any]) -> list[str]:
+def pmml_section(p: dict[str, Any], cores: int) -> list[str]:
     return [
         "", "## PMML: the demo XGBoost model (JPMML evaluator)", "",
         f"Written by `{p['command']}` on {p['date']}: {p['records']} comments. \"Alone\" is "
@@ -178,6 +178,36 @@ def pmml_section(p: dict[str, Any]) -> list[str]:
         f"| ratio end to end (backlog) / alone (goal >= 0.8) | {p['e2e_over_alone']} |",
         f"| ratio end to end (produced meanwhile) / alone | "
         f"{p.get('e2e_producing_over_alone', '')} |",
+        *pmml_cpu_bound(p, cores),
+    ]
+
+
+def pmml_cpu_bound(p: dict[str, Any], cores: int) -> list[str]:
+    """What the cores allow: CPU time per record of each process in the median run with
+    comments produced meanwhile, and the bound it sets, also were the model process to cost
+    no more than the evaluator alone."""
+    runs = sorted(p.get("end_to_end_runs") or [], key=lambda run: run["records_per_second"])
+    if not runs or not runs[0].get("cpu_ms_per_record"):
+        return []
+    run = runs[len(runs) // 2]
+    cpu = run["cpu_ms_per_record"]
+    total = sum(cpu.values())
+    bound = cores * 1000 / total
+    evaluator_ms = 1000 / p["alone_per_record"]
+    outside = total - cpu.get("model process", 0.0)
+    best = cores * 1000 / (outside + evaluator_ms)
+    return [
+        "", f"CPU time per record (user + system) in the median of those runs "
+        f"({run['records_per_second']} records/s):", "",
+        "| process | CPU ms per record |", "| --- | --- |",
+        *[f"| {name} | {ms} |" for name, ms in cpu.items()],
+        f"| all | {round(total, 4)} |", "",
+        f"Bound: {cores} cores x 1000 ms / {total:.4f} ms = {bound:.0f} records/s, "
+        f"{bound / p['alone_per_record']:.3f} of the evaluator alone; the run reached "
+        f"{run['records_per_second'] / bound:.3f} of it. Were the model process to cost only "
+        f"the evaluator's own {evaluator_ms:.4f} ms a record, the rest ({outside:.4f} ms: "
+        f"worker, broker, the bench's clients) would still leave at most {best:.0f} "
+        f"records/s, {best / p['alone_per_record']:.3f} of the evaluator alone.",
     ]
 
 

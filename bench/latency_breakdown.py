@@ -1,0 +1,89 @@
+"""Where a comment's latency goes at a steady rate, hop by hop.
+
+    python -m bench.latency_breakdown MODEL_DIR RATE SECONDS [setting=value ...]
+
+Comments at RATE per second for SECONDS into one worker (settings as STREAMAPP_* without the
+prefix, e.g. fetch_wait_ms=10); then, per comment: its Kafka timestamp -> the ingest agent's
+inference message (that message's Kafka timestamp, with the fan-out) -> its model batch
+starting (the result's timing) -> its score. Percentiles of each leg, and the latency goal
+of `make bench` (batch wait + two batches' compute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.measures import (
+    comment_values,
+    feed_at_rate,
+    load_comments,
+    read_results,
+    running_pipeline,
+)
+from streamapp.edges.clients import follow
+
+COMMENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "comments.jsonl"
+
+
+def percentiles(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return f"p50 {q[49]:.0f}  p90 {q[89]:.0f}  p99 {q[98]:.0f}  max {max(values):.0f} ms"
+
+
+def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]) -> None:
+    rows = load_comments(COMMENTS if COMMENTS.exists() else None, 5000)
+    count = int(rate * seconds)
+    values = comment_values([rows[i % len(rows)] for i in range(count)])
+    results: dict[str, dict[str, Any]] = {}
+    fanned_at: dict[str, int] = {}  # comment id -> its inference message's timestamp
+
+    with running_pipeline(model, settings) as pipe:
+        async def run() -> None:
+            reader = asyncio.create_task(read_results(
+                pipe.broker.url, count, seconds * 4 + 60,
+                on_value=lambda value: results.__setitem__(value["id"], value)))
+            await feed_at_rate(pipe.broker.url, values, rate)
+            await reader
+            if settings.get("fanout", "true") == "true":
+                async for record in follow(pipe.broker.url, [pipe.worker.source_topic],
+                                           idle_timeout=3):
+                    for payload in orjson.loads(record.value):
+                        fanned_at[payload["id"]] = record.timestamp
+
+        asyncio.run(run())
+        agents = pipe.worker.stats()["agents"]
+    total, to_fanout, to_batch, scoring = [], [], [], []
+    for record_id, result in results.items():
+        timing = result["timing"]
+        if not timing.get("source_ts"):
+            continue
+        batch_start = timing["source_ts"] + timing["queued_ms"]
+        total.append(timing["predicted_at"] - timing["source_ts"])
+        scoring.append(timing["predicted_at"] - batch_start)
+        if record_id in fanned_at:
+            to_fanout.append(fanned_at[record_id] - timing["source_ts"])
+            to_batch.append(batch_start - fanned_at[record_id])
+    goal = 50 + 2000 * agents["model_seconds"] / max(agents["batches"], 1)
+    print(f"settings {settings or 'default'}, {rate:g} comments/s for {seconds:g} s, "
+          f"{len(total)} results, mean batch {agents['mean_batch_size']}, goal {goal:.0f} ms")
+    print(f"  end to end                      {percentiles(total)}")
+    if to_fanout:
+        print(f"  comment -> inference message    {percentiles(to_fanout)}")
+        print(f"  inference message -> batch      {percentiles(to_batch)}")
+    print(f"  batch start -> scored           {percentiles(scoring)}")
+
+
+def main(argv: list[str]) -> None:
+    model, rate, seconds, *pairs = argv
+    breakdown(Path(model), float(rate), float(seconds),
+              dict(pair.split("=", 1) for pair in pairs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -88,10 +88,10 @@ def test_many_comments_in_batches_each_get_one_output_and_count_once(
         broker: EmbeddedBroker, start_worker: StartWorker, intake: str) -> None:
     # Small model batches, a long wait: the inference side takes messages of many comments
     # and has to split them into model batches of at most 16.
-    # With fetch chunks (the default): with Faust's per-record events the ingest agent's takes
-    # hold as many comments as arrived within its 5 ms wait, on a slow machine ~2 a message.
+    # Fetch chunks on: with Faust's per-record events the ingest agent's takes hold as many
+    # comments as arrived within its 5 ms wait, which on a slow machine was ~2 a message.
     worker = start_worker(intake=intake, batch_size="16", batch_wait_ms="200",
-                          ready_topic=INFERENCE)
+                          fetch_chunks="true", ready_topic=INFERENCE)
     rows = demo_rows(1500, seed=43)
     values = [orjson.dumps(r) for r in rows]
     for i, (raw, _) in enumerate(BROKEN):  # broken ones among them

@@ -106,9 +106,9 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         # Per partition: the lost offset, when it was first seen (monotonic), and the fetch
         # round then (_fetch_rounds).
         self._lost_since: dict[TP, tuple[int, float, int]] = {}
-        # Fetches returned so far: records of one fetch wait in Faust's getmany until the
-        # fetch loop has handed over those before them (a full stream buffer holds it), so a
-        # record is only lost once a later fetch has begun.
+        # Fetches returned so far: the fetch loop asks for the next fetch only once it has
+        # handed over every record of the last one (a full stream buffer holds it there), so
+        # a record is only lost once a later fetch has begun.
         self._fetch_rounds = 0
         # Per partition sought back to a lost record: offsets above it that were processed or
         # are held, not to be delivered again, and the read offset the replay ends at.
@@ -122,23 +122,6 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         self._chunked_topics = {settings.comments_topic} if settings.chunked_comments else set()
         self._chunk_size = settings.batch_size
         self._chunk_first: dict[TP, int] = {}
-        # The message the fetch loop is handing to the streams, per partition: the loop has
-        # read it (the consumer's position is past it), no stream or queue holds it yet (a
-        # full stream buffer keeps it there), and it is not lost.
-        self._in_delivery: dict[TP, Any] = {}
-        self.callback = self._delivering(self.callback)
-
-    def _delivering(self, callback: Any) -> Any:
-        in_delivery = self._in_delivery
-
-        async def deliver(message: Any) -> None:
-            in_delivery[message.tp] = message
-            try:
-                await callback(message)
-            finally:
-                in_delivery.pop(message.tp, None)
-
-        return deliver
 
     def track_message(self, message: Any) -> None:
         super().track_message(message)
@@ -148,8 +131,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
     def lost_record(self, tp: TP) -> int | None:
         """The committed offset of `tp` when its record is lost: the commit waits for it
         (later offsets are acked), the fetch loop has read past it, and no stream holds it
-        (tracked, not acked), no channel queues it and the fetch loop is not handing it over.
-        None otherwise."""
+        (tracked, not acked) and no channel queues it. None otherwise."""
         committed = self._committed_offset.get(tp)
         acked = self._acked.get(tp)
         read = self._read_offset.get(tp)
@@ -183,17 +165,16 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         return committed, position
 
     def _held(self, tp: TP) -> set[int]:
-        """Offsets of `tp` delivered and not yet acked: held by a stream, in a channel's queue
-        on the way to one, or being handed over by the fetch loop (a chunk holds all of its
-        offsets)."""
+        """Offsets of `tp` delivered and not yet acked: held by a stream, or in a channel's
+        queue on the way to one (a chunk holds all of its offsets). A record the fetch loop is
+        still handing over (a full stream buffer) is in none of these: no later fetch has begun
+        then, which refetch_lost_records waits for."""
         messages = [m for m in list(self._unacked_messages) if m.tp == tp]
         for channel in self.app.topics._tp_index.get(tp, ()):
             for event in list(getattr(channel.queue, "_queue", ())):
                 message = getattr(event, "message", None)
                 if message is not None and message.tp == tp:
                     messages.append(message)
-        if tp in self._in_delivery:
-            messages.append(self._in_delivery[tp])
         return {offset for message in messages for offset in message_offsets(message)}
 
     async def refetch_lost_records(self) -> list[tuple[TP, int]]:

@@ -136,6 +136,13 @@ def cpu_bound(r: dict[str, Any], model: str = "demo") -> dict[str, Any] | None:
             "e2e_over_bound": round(e2e / bound, 3)}
 
 
+def cpu_table(per_record: dict[str, float]) -> list[str]:
+    """Each process's CPU ms per record, and their sum."""
+    return ["| process | CPU ms per record |", "| --- | --- |",
+            *[f"| {name} | {ms} |" for name, ms in per_record.items()],
+            f"| all | {round(sum(per_record.values()), 4)} |"]
+
+
 def cpu_bound_section(r: dict[str, Any]) -> list[str]:
     b = cpu_bound(r)
     if b is None:
@@ -145,11 +152,9 @@ def cpu_bound_section(r: dict[str, Any]) -> list[str]:
              "The model process, the worker around it, the broker and this bench's own clients "
              "(producer and reader) share the cores. CPU time (user + system) of each over the "
              "first end-to-end run, per record:", "",
-             "| process | CPU ms per record |", "| --- | --- |"]
-    lines += [f"| {name} | {ms} |" for name, ms in b["cpu_ms_per_record"].items()]
+             *cpu_table(b["cpu_ms_per_record"])]
     cores = r["machine"]["cores"]
-    lines += [f"| all | {b['total_ms']} |", "",
-              f"Bound: {cores} cores x 1000 ms / {b['total_ms']} ms = "
+    lines += ["", f"Bound: {cores} cores x 1000 ms / {b['total_ms']} ms = "
               f"{b['bound_records_per_second']} records/s, {b['bound_over_alone']} of the model "
               f"alone ({b['alone']} seq/s). End to end: {b['end_to_end']} records/s, "
               f"{b['e2e_over_bound']} of the bound."]
@@ -199,9 +204,7 @@ def pmml_cpu_bound(p: dict[str, Any], cores: int) -> list[str]:
     return [
         "", f"CPU time per record (user + system) in the median of those runs "
         f"({run['records_per_second']} records/s):", "",
-        "| process | CPU ms per record |", "| --- | --- |",
-        *[f"| {name} | {ms} |" for name, ms in cpu.items()],
-        f"| all | {round(total, 4)} |", "",
+        *cpu_table(cpu), "",
         f"Bound: {cores} cores x 1000 ms / {total:.4f} ms = {bound:.0f} records/s, "
         f"{bound / p['alone_per_record']:.3f} of the evaluator alone; the run reached "
         f"{run['records_per_second'] / bound:.3f} of it. Were the model process to cost only "

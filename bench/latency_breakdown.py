@@ -19,13 +19,7 @@ from typing import Any
 
 import orjson
 
-from bench.measures import (
-    comment_values,
-    feed_at_rate,
-    load_comments,
-    read_results,
-    running_pipeline,
-)
+from bench.measures import feed_and_read, load_comments, running_pipeline, steady_values
 from streamapp.edges.clients import follow
 
 COMMENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "comments.jsonl"
@@ -38,18 +32,14 @@ def percentiles(values: list[float]) -> str:
 
 def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]) -> None:
     rows = load_comments(COMMENTS if COMMENTS.exists() else None, 5000)
-    count = int(rate * seconds)
-    values = comment_values([rows[i % len(rows)] for i in range(count)])
+    values = steady_values(rows, rate, seconds)
     results: dict[str, dict[str, Any]] = {}
     fanned_at: dict[str, int] = {}  # comment id -> its inference message's timestamp
 
     with running_pipeline(model, settings) as pipe:
         async def run() -> None:
-            reader = asyncio.create_task(read_results(
-                pipe.broker.url, count, seconds * 4 + 60,
-                on_value=lambda value: results.__setitem__(value["id"], value)))
-            await feed_at_rate(pipe.broker.url, values, rate)
-            await reader
+            await feed_and_read(pipe.broker.url, values, rate, seconds,
+                                on_value=lambda value: results.__setitem__(value["id"], value))
             if settings.get("fanout", "true") == "true":
                 async for record in follow(pipe.broker.url, [pipe.worker.source_topic],
                                            idle_timeout=3):

@@ -226,23 +226,30 @@ async def feed_at_rate(broker: str, values: Sequence[bytes], rate: float, tick: 
     return sent
 
 
+def steady_values(rows: Sequence[dict[str, Any]], rate: float, seconds: float) -> list[bytes]:
+    """`rate * seconds` comments (at least 10), the rows over again as needed."""
+    return comment_values([rows[i % len(rows)] for i in range(max(int(rate * seconds), 10))])
+
+
+async def feed_and_read(broker: str, values: Sequence[bytes], rate: float, seconds: float,
+                        on_value: Callable[[dict[str, Any]], None] | None = None,
+                        ) -> list[float]:
+    """`values` produced at `rate` while their results are read: the end-to-end latencies."""
+    reader = asyncio.create_task(read_results(broker, len(values), seconds * 4 + 60, on_value))
+    await feed_at_rate(broker, values, rate)
+    latencies, _ = await reader
+    return latencies
+
+
 def latency_at_rate(model_dir: Path, rows: Sequence[dict[str, Any]], rate: float,
                     seconds: float, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Comments at a steady `rate` per second: end-to-end latency percentiles (ms)."""
-    count = max(int(rate * seconds), 10)
-    values = comment_values([rows[i % len(rows)] for i in range(count)])
-
-    async def run(broker: str) -> list[float]:
-        reader = asyncio.create_task(read_results(broker, count, seconds * 4 + 60))
-        await feed_at_rate(broker, values, rate)
-        latencies, _ = await reader
-        return latencies
-
+    values = steady_values(rows, rate, seconds)
     with running_pipeline(model_dir, settings) as pipe:
-        latencies = asyncio.run(run(pipe.broker.url))
+        latencies = asyncio.run(feed_and_read(pipe.broker.url, values, rate, seconds))
         stats = pipe.worker.stats()["agents"]
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {"rate": round(rate, 1), "records": count,
+    return {"rate": round(rate, 1), "records": len(values),
             "p50_ms": round(quantiles[49], 1), "p95_ms": round(quantiles[94], 1),
             "p99_ms": round(quantiles[98], 1), "mean_batch_size": stats["mean_batch_size"],
             "batch_compute_ms": round(1000 * stats["model_seconds"] / max(stats["batches"], 1),

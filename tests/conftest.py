@@ -76,11 +76,25 @@ def start_worker(request: pytest.FixtureRequest, broker: EmbeddedBroker, tiny_mo
         return worker
 
     yield start
+    failed = request.node.stash.get(FAILED_KEY, False)
+    # A failed test's workers, still running: what each held and had read and committed.
+    states = [_worker_state(worker) for worker in workers] if failed else []
     for worker in workers:
         worker.stop(timeout=30)
-    if request.node.stash.get(FAILED_KEY, False):
-        for worker in workers:
-            print(f"--- {worker.log_path}, last lines ---\n{worker.log_tail(80)}")
+    for worker, state in zip(workers, states, strict=True):
+        print(f"--- {worker.log_path}, last lines ---\n{worker.log_tail(80)}\n{state}")
+
+
+def _worker_state(worker: WorkerProcess) -> str:
+    """The partitions a worker held, its lag per partition and its agents' counters."""
+    try:
+        stats = worker.stats()
+    except Exception as exc:  # stopped, or not answering: the log tail tells more
+        return f"--- no /api/stats: {exc!r}"
+    lag = [f"{p['topic']}:{p['partition']} end {p['end_offset']} committed {p['committed']}"
+           for p in stats.get("lag", {}).get("partitions", [])]
+    return (f"--- /api/stats: assigned {stats.get('assigned_partitions')}\n"
+            f"lag: {'; '.join(lag)}\nagents: {stats.get('agents')}")
 
 
 Outputs = dict[str, list[tuple[str, dict[str, Any]]]]

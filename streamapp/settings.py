@@ -44,10 +44,9 @@ class Settings(BaseModel):
         "agent", description="agent: Faust's take_events; batch: aiokafka batches past Faust's "
                              "per-event path (streamapp.pipeline.intake)")
     fetch_chunks: bool = Field(
-        False, description="the comment topic reaches its Faust agent one event per partition "
-                          "per fetch (up to batch_size records), not one per record "
-                          "(streamapp.pipeline.chunks); off by default until a fresh-worker "
-                          "stall seen with it in CI-style runs is understood (README)")
+        True, description="the comment topic reaches its Faust agent one event per partition "
+                         "per fetch (up to batch_size records), not one per record "
+                         "(streamapp.pipeline.chunks)")
     model: Path | None = Field(None, description="model directory or root of versions")
     demo_model_dir: Path = Field(Path("var/models/demo"), description="where the demo model lives")
     model_name: str = Field("standard_bert", min_length=1,

@@ -81,7 +81,8 @@ def test_a_fetch_of_the_comment_topic_becomes_chunks_and_other_topics_stay_per_r
 def test_chunks_are_off_when_asked_and_when_no_faust_agent_reads_the_comments(
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(fetch_chunks=True, fanout=False, intake="batch").chunked_comments is False
-    assert Settings().chunked_comments is False  # off unless asked for
+    assert Settings().chunked_comments is True  # on by default
+    assert Settings(fetch_chunks=False).chunked_comments is False
     assert Settings(fetch_chunks=True, intake="batch").chunked_comments is True  # ingest reads
     consumer = _consumer(fetch_chunks=False)
     messages = _deliver(consumer, {COMMENTS: [_record(COMMENTS, o) for o in range(3)]},

@@ -212,57 +212,13 @@ def test_a_partitions_last_records_dropped_after_the_seek_are_fetched_again(
     assert asyncio.run(commit_rounds(2)) == [[], [(tp, 150)]]
 
 
-def test_a_partition_with_nothing_committed_commits_and_mends_from_the_logs_start(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh group: nothing committed on comments:0, whose log starts at 0. Records 0..4
-    were fetched and dropped around an assignment (a getmany cut short by the generation
-    change), 5..9 processed. Faust alone commits 10: 0..4 skipped for good, no result and no
-    dead letter, the partition silent. The commit waits at the log's start, and once nobody
-    holds 0 for the grace period, the partition is sought back to it."""
-    import streamapp.pipeline.offsets as offsets
-
-    monkeypatch.setattr(offsets, "LOST_RECORD_GRACE_S", 0.0)
-    consumer = create_app(Settings(store="memory")).consumer
-    assert isinstance(consumer, SafeOffsetConsumer)
-    tp = TP("comments", 0)
-    sought: list[tuple[TP, int]] = []
-
-    async def seek(partition: TP, offset: int) -> None:
-        sought.append((partition, offset))
-
-    async def earliest_offsets(*partitions: TP) -> dict[TP, int]:
-        return {p: 0 for p in partitions}
-
-    monkeypatch.setattr(consumer, "seek", seek)
-    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
-    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
-    consumer._acked[tp].extend(range(5, 10))
-    consumer._acked_index[tp].update(range(5, 10))
-    consumer._read_offset[tp] = 9
-
-    async def commit_rounds(n: int) -> list[list[tuple[TP, int]]]:
-        rounds = []
-        for _ in range(n):
-            rounds.append(await consumer.refetch_lost_records())
-            consumer._fetch_rounds += 1
-        return rounds
-
-    assert asyncio.run(commit_rounds(1)) == [[]]  # seen
-    assert consumer._new_offset(tp) is None  # Faust alone: 10
-    assert asyncio.run(commit_rounds(1)) == [[(tp, 0)]]
-    assert sought == [(tp, 0)]
-    delivered = [o for o in range(0, 10) if not consumer.skip_refetched(tp, o)]
-    assert delivered == [0, 1, 2, 3, 4]
-    consumer._acked[tp].extend(range(5))
-    consumer._acked_index[tp].update(range(5))
-    assert consumer._new_offset(tp) == 10
-
-
 def test_the_seek_to_committed_offsets_moves_partitions_with_none_to_the_logs_start(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """aiokafka's seek_to_committed leaves a partition with no commit (or a commit of 0)
-    where its fetcher is, past what Faust dropped around the assignment; stream partitions
-    with none go to the log's start. Changelog partitions are left to the table recovery."""
+    where its fetcher is: in a fresh group, past what Faust dropped around an assignment (a
+    getmany cut short by the generation change), which then had no result, no dead letter
+    and no warning, and Faust's first commit passed them. Stream partitions with none go to
+    the log's start. Changelog partitions are left to the table recovery."""
     from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 
     app = create_app(Settings(store="memory"))

@@ -85,7 +85,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "store": ("memory", "memory"),
     "session_timeout_s": ("30.5", 30.5),
     "fetch_wait_ms": ("20", 20),
-    "fetch_chunks": ("true", True),
+    "fetch_chunks": ("false", False),
     "security_protocol": ("SSL", "SSL"),
     "sasl_mechanism": ("PLAIN", "PLAIN"),
     "sasl_username": ("svc-streamapp", "svc-streamapp"),

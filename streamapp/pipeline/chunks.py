@@ -5,7 +5,7 @@ channel queue, the stream, the sensors and the ack, per record. Measured on this
 (2026-12-02, a 20,000-comment backlog, no model): the ingest agent got about 2,000 comments a
 second with the worker's core busy, in takes of ~15 events, while the same worker's batch path
 handles several times that (BENCHMARKS.md). So on the comment topic (STREAMAPP_FETCH_CHUNKS,
-off by default for now, README) the consumer (streamapp.pipeline.offsets.SafeOffsetConsumer)
+on by default) the consumer (streamapp.pipeline.offsets.SafeOffsetConsumer)
 turns the records one fetch returned for one partition into `ChunkMessage`s of up to
 STREAMAPP_BATCH_SIZE records: one Faust event each, whose value is the records as
 `Incoming`s. Everything else (the inference and stats topics, the changelogs) keeps

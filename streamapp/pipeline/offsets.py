@@ -56,6 +56,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from faust.exceptions import ConsumerNotStarted
 from faust.transport.consumer import ensure_TPset
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -121,9 +122,6 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         self._chunked_topics = {settings.comments_topic} if settings.chunked_comments else set()
         self._chunk_size = settings.batch_size
         self._chunk_first: dict[TP, int] = {}
-        # Per partition with nothing committed: the log's first offset, where its commit has
-        # to start (consumer_auto_offset_reset is "earliest"; see _commit_start).
-        self._log_start: dict[TP, int] = {}
 
     def track_message(self, message: Any) -> None:
         super().track_message(message)
@@ -134,7 +132,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         """The committed offset of `tp` when its record is lost: the commit waits for it
         (later offsets are acked), the fetch loop has read past it, and no stream holds it
         (tracked, not acked) and no channel queues it. None otherwise."""
-        committed = self._commit_start(tp)
+        committed = self._committed_offset.get(tp)
         acked = self._acked.get(tp)
         read = self._read_offset.get(tp)
         if committed is None or not acked or min(acked) <= committed or read is None \
@@ -150,12 +148,14 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         when the last fetch saw records beyond the commit."""
         if self._acked.get(tp) or tp in self._refetching:
             return None
-        committed = self._commit_start(tp)
+        committed = self._committed_offset.get(tp)
         try:
             highwater = self.highwater(tp)
             if highwater is None or (committed is not None and highwater <= committed):
                 return None
             position = await self.position(tp)
+            if committed is None:
+                committed = (await self.earliest_offsets(tp)).get(tp)
         except Exception:  # not started, or stopping: nothing to mend now
             return None
         if position is None or committed is None or position <= committed \
@@ -163,20 +163,6 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
                 or committed in self._held(tp):
             return None
         return committed, position
-
-    def _commit_start(self, tp: TP) -> int | None:
-        """The offset a commit of `tp` has to start from: the committed one, or, with none
-        (Faust keeps a committed 0 as None too), the log's start: the reset position. Faust
-        alone commits a partition with nothing committed up to its acked run, wherever that
-        starts, so records before it that were dropped unprocessed were skipped for good."""
-        committed = self._committed_offset.get(tp)
-        return committed if committed is not None else self._log_start.get(tp)
-
-    async def _find_log_starts(self, tps: Iterable[TP]) -> None:
-        """`_log_start` for the partitions of `tps` with nothing committed, asked anew each
-        time (retention moves it; a partition has a commit soon after its first record)."""
-        uncommitted = [tp for tp in tps if self._committed_offset.get(tp) is None]
-        self._log_start = dict(await self.earliest_offsets(*uncommitted)) if uncommitted else {}
 
     def _held(self, tp: TP) -> set[int]:
         """Offsets of `tp` delivered and not yet acked: held by a stream, or in a channel's
@@ -194,16 +180,15 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
     async def refetch_lost_records(self) -> list[tuple[TP, int]]:
         """Seek back to each record lost for LOST_RECORD_GRACE_S (see the module's docstring);
         what was sought, for the log and the tests."""
-        try:
-            streams = [tp for tp in self.assignment() if not self._is_changelog_tp(tp)]
-            await self._find_log_starts(streams)  # for the commit too (_new_offset)
-        except Exception:  # not started (a worker that cannot start), or stopping
-            return []
         if self.app.rebalancing:  # the assignment's own seek comes first
+            return []
+        try:
+            assigned = self.assignment()
+        except ConsumerNotStarted:  # stopping before it started (a worker that cannot start)
             return []
         now = time.monotonic()
         sought = []
-        for tp in streams:
+        for tp in [tp for tp in assigned if not self._is_changelog_tp(tp)]:
             lost, position = self.lost_record(tp), None
             if lost is None and (tail := await self.lost_tail(tp)) is not None:
                 lost, position = tail
@@ -322,10 +307,12 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
 
     async def seek_to_committed(self) -> Any:
         """Faust relies on this seek to fetch again what it dropped around an assignment (a
-        `getmany` cut short, a stream skipping a record of another generation), but aiokafka
-        only seeks partitions with an offset committed above 0: one with none stayed where
-        its fetcher was, past the dropped records. Those are sought to the log's start (the
-        reset position), which is where their commit starts (`_commit_start`)."""
+        `getmany` cut short by the generation change, a stream skipping a record of the old
+        generation, the queues cleared as the flow resumes), but aiokafka only seeks a
+        partition with an offset committed above 0: one with none stayed where its fetcher
+        was, past the dropped records, and Faust then commits its first acked run from
+        wherever that starts. A stream partition with none is sought to the log's start:
+        the reset position (consumer_auto_offset_reset "earliest")."""
         committed = await super().seek_to_committed()
         if FAUST_GAPS:
             return committed
@@ -333,8 +320,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
                        if (offset is None or offset <= 0)
                        and not self._is_changelog_tp(TP(tp.topic, tp.partition))]
         if uncommitted:
-            starts = await self.earliest_offsets(*uncommitted)
-            for tp, start in starts.items():
+            for tp, start in (await self.earliest_offsets(*uncommitted)).items():
                 await self._seek(tp, start)
         return committed
 
@@ -397,7 +383,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
     def _new_offset(self, tp: TP) -> int | None:
         if not FAUST_GAPS:
             acked = self._acked[tp]
-            committed = self._commit_start(tp)
+            committed = self._committed_offset[tp]
             # `committed` is the next offset to read: a commit may only start from it, or from
             # a real gap there (exactly_once: a transaction marker; no gaps are kept otherwise).
             if (acked and committed is not None and min(acked) > committed

@@ -91,6 +91,9 @@ class Settings(BaseModel):
     pipeline_depth: int = Field(2, ge=1, le=8,
                                 description="batches in flight (1 = one after another)")
     batch_wait_ms: int = Field(50, ge=0, le=60_000, description="longest wait to fill a batch")
+    counts_window_ms: int = Field(
+        250, ge=0, le=10_000, description="consecutive batches' counts merged for this long, "
+                                          "then sent to the tables (0 = each batch's own)")
     max_tokens: int = Field(64, ge=8, le=512, description="tokenizer max length (seed: 64)")
     token_budget: int = Field(
         2048, ge=8, le=1_048_576,

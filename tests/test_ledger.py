@@ -230,3 +230,75 @@ def test_a_turn_ended_without_sending_lets_the_next_go() -> None:
             return True
 
     assert asyncio.run(asyncio.wait_for(main(), 1.0))
+
+
+def test_batches_merged_into_one_window_count_as_they_would_one_by_one() -> None:
+    """A CountsBuffer window is its batches' tallies merged: the tally counts it as it would
+    have counted them one message each, replays of them included."""
+    category_of = {o: CATEGORIES[o % 3] for o in range(60)}
+    cuts = [range(0, 10), range(10, 25), range(25, 40)]
+    one_by_one, merged = Tally(), Tally()
+    window = BatchTally()
+    for cut in cuts:
+        one_by_one.apply(one_by_one.send(batch_of("comments:0", list(cut), category_of)))
+        window.merge(batch_of("comments:0", list(cut), category_of))
+    merged.apply(merged.send(window))
+    assert merged.totals == {key: {**value, "_offset": 1}
+                             for key, value in one_by_one.totals.items()}
+    # Replayed in other cuts after a crash (committed at 12): nothing counted twice.
+    for cut in (range(12, 30), range(30, 50)):
+        merged.apply(merged.send(batch_of("comments:0", list(cut), category_of)))
+    assert merged.seen() == expected_seen(range(50), category_of)
+
+
+def test_the_counts_buffer_sends_a_window_once_and_windows_in_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches within one window share one send; each batch's future is done only once that
+    send is; a later window waits for the one before it, however slow that one's send."""
+    import streamapp.pipeline.batches as batches
+
+    sends: list[list[int]] = []
+    started: list[int] = []
+
+    async def send_counts(app: Any, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        offsets = sorted(o for _, entry in entries if "_src" in entry
+                         for by in entry["_src"].values() for os_ in by.values() for o in os_)
+        started.append(offsets[0])
+        if offsets[0] == 0:
+            await asyncio.sleep(0.1)  # the first window's send is slow
+        sends.append(sorted(set(offsets)))
+
+    monkeypatch.setattr(batches, "send_counts", send_counts)
+    category_of = {o: CATEGORIES[o % 3] for o in range(40)}
+
+    async def main() -> None:
+        buffer = batches.CountsBuffer(app=None, window_s=0.02)  # type: ignore[arg-type]
+        first = buffer.add(batch_of("comments:0", list(range(0, 10)), category_of))
+        second = buffer.add(batch_of("comments:0", list(range(10, 20)), category_of))
+        assert first is second and not first.done()
+        await asyncio.sleep(0.05)  # the first window's send has begun
+        third = buffer.add(batch_of("comments:0", list(range(20, 30)), category_of))
+        await asyncio.sleep(0.03)  # past the second window: it waits for the first
+        assert started == [0] and not first.done()
+        await asyncio.wait_for(asyncio.gather(first, third), 1.0)
+
+    asyncio.run(main())
+    assert sends == [list(range(0, 20)), list(range(20, 30))]
+
+
+def test_a_failed_window_send_fails_its_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their offsets are then never acked (the worker exits without commit)."""
+    import streamapp.pipeline.batches as batches
+
+    async def send_counts(app: Any, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        raise RuntimeError("the producer is gone")
+
+    monkeypatch.setattr(batches, "send_counts", send_counts)
+
+    async def main() -> None:
+        buffer = batches.CountsBuffer(app=None, window_s=0.01)  # type: ignore[arg-type]
+        sent = buffer.add(batch_of("comments:0", [1, 2], {1: "图书", 2: "数码"}))
+        with pytest.raises(RuntimeError, match="producer is gone"):
+            await asyncio.wait_for(sent, 1.0)
+
+    asyncio.run(main())

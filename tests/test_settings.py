@@ -71,6 +71,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "batch_size": ("128", 128),
     "pipeline_depth": ("1", 1),
     "batch_wait_ms": ("0", 0),
+    "counts_window_ms": ("0", 0),
     "max_tokens": ("128", 128),
     "token_budget": ("16384", 16384),
     "match_threshold": ("0.75", 0.75),

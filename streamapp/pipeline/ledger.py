@@ -11,7 +11,8 @@ is the inference topic, the comment-topic partition the comment came from
 Within a lane a key's offsets reach the tally in increasing order, replays aside:
 
 - a reader takes a partition's records in order, and the batch pipeline sends its batches'
-  counts in the order it read them (BatchPipeline), which the producer keeps per partition;
+  counts in the order it read them (BatchPipeline; merged over a window, the windows one
+  after another: CountsBuffer), which the producer keeps per partition;
 - the ingest agent writes a comment partition's comments to the inference topic in order, and
   a comment's id always hashes to the same inference partition (a batch message holds the
   comments of one partition, streamapp.pipeline.fanout; each is counted by its own id);

@@ -4,7 +4,8 @@
 Faust forbids table writes inside a `take()` loop (the current event is a ContextVar of the
 draining task), so the inference agent sums a batch's counts per category here and sends them
 to the stats topic, one message per stats partition holding the counts of every key that
-belongs there; a plain `async for` agent adds them to the tables.
+belongs there (the batches of one STREAMAPP_COUNTS_WINDOW_MS window merged,
+streamapp.pipeline.batches.CountsBuffer); a plain `async for` agent adds them to the tables.
 """
 
 from __future__ import annotations
@@ -90,6 +91,16 @@ class BatchTally:
 
     def add_recovered(self, recovery: str, source: Source | None = None) -> None:
         self._count(stats_key(RECOVERED, recovery), ("seen",), source)
+
+    def merge(self, other: BatchTally) -> None:
+        """Add the counts and sources of `other`, a batch read after this one's."""
+        for key, counter in other.counts.items():
+            self.counts[key].update(counter)
+        for key, lanes in other.sources.items():
+            for lane, by_names in lanes.items():
+                into = self.sources.setdefault(key, {}).setdefault(lane, {})
+                for names, offsets in by_names.items():
+                    into.setdefault(names, []).extend(offsets)
 
     def items(self) -> list[tuple[str, dict[str, int]]]:
         """The counts per key."""

@@ -81,8 +81,9 @@ def start_worker(request: pytest.FixtureRequest, broker: EmbeddedBroker, tiny_mo
     states = [_worker_state(worker) for worker in workers] if failed else []
     for worker in workers:
         worker.stop(timeout=30)
-    for worker, state in zip(workers, states, strict=False):  # none unless it failed
-        print(f"--- {worker.log_path}, last lines ---\n{worker.log_tail(80)}\n{state}")
+    if failed:
+        for worker, state in zip(workers, states, strict=True):
+            print(f"--- {worker.log_path}, last lines ---\n{worker.log_tail(80)}\n{state}")
 
 
 def _worker_state(worker: WorkerProcess) -> str:

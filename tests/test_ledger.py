@@ -259,27 +259,30 @@ def test_the_counts_buffer_sends_a_window_once_and_windows_in_order(
 
     sends: list[list[int]] = []
     started: list[int] = []
+    release_first = asyncio.Event()
 
     async def send_counts(app: Any, entries: list[tuple[str, dict[str, Any]]]) -> None:
         offsets = sorted(o for _, entry in entries if "_src" in entry
                          for by in entry["_src"].values() for os_ in by.values() for o in os_)
         started.append(offsets[0])
         if offsets[0] == 0:
-            await asyncio.sleep(0.1)  # the first window's send is slow
+            await release_first.wait()  # the first window's send is slow
         sends.append(sorted(set(offsets)))
 
     monkeypatch.setattr(batches, "send_counts", send_counts)
     category_of = {o: CATEGORIES[o % 3] for o in range(40)}
 
     async def main() -> None:
-        buffer = batches.CountsBuffer(app=None, window_s=0.02)  # type: ignore[arg-type]
+        buffer = batches.CountsBuffer(app=None, window_s=0.01)  # type: ignore[arg-type]
         first = buffer.add(batch_of("comments:0", list(range(0, 10)), category_of))
         second = buffer.add(batch_of("comments:0", list(range(10, 20)), category_of))
         assert first is second and not first.done()
-        await asyncio.sleep(0.05)  # the first window's send has begun
+        while not started:  # the first window's send has begun, and hangs
+            await asyncio.sleep(0.005)
         third = buffer.add(batch_of("comments:0", list(range(20, 30)), category_of))
-        await asyncio.sleep(0.03)  # past the second window: it waits for the first
-        assert started == [0] and not first.done()
+        await asyncio.sleep(0.05)  # the second window is due: it waits for the first
+        assert started == [0] and not first.done() and not third.done()
+        release_first.set()
         await asyncio.wait_for(asyncio.gather(first, third), 1.0)
 
     asyncio.run(main())

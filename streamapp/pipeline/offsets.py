@@ -316,9 +316,9 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         committed = await super().seek_to_committed()
         if FAUST_GAPS:
             return committed
-        uncommitted = [TP(tp.topic, tp.partition) for tp, offset in committed.items()
-                       if (offset is None or offset <= 0)
-                       and not self._is_changelog_tp(TP(tp.topic, tp.partition))]
+        uncommitted = [tp for tp in (TP(p.topic, p.partition) for p, offset in committed.items()
+                                     if offset is None or offset <= 0)
+                       if not self._is_changelog_tp(tp)]
         if uncommitted:
             for tp, start in (await self.earliest_offsets(*uncommitted)).items():
                 await self._seek(tp, start)

@@ -171,7 +171,7 @@ def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_00
     for name in ("reviewBody", "baseSkuName"):
         if not getattr(comment, name).strip():
             raise RejectedRecord(Reason.BLANK_TEXT, f"the field {name!r} is blank")
-    if _CONTROL_CHARS.search("".join(getattr(comment, name) for name in COLUMNS)):
+    if _CONTROL_CHARS.search("".join(vars(comment).values())):  # the fields, all str
         name = next(n for n in COLUMNS if _CONTROL_CHARS.search(getattr(comment, n)))
         raise RejectedRecord(
             Reason.CONTROL_CHARACTERS,

@@ -226,6 +226,14 @@ def test_histogram_quantiles_are_close_to_the_exact_ones() -> None:
         (first if i % 2 else second).observe(v)
     first.merge(second)
     assert first.counts == hist.counts and first.quantile(0.99) == hist.quantile(0.99)
+    # A batch's values at once count as one by one.
+    at_once = Histogram(LATENCY_BOUNDS_MS)
+    at_once.observe_all(values[:600])
+    at_once.observe_all([])
+    at_once.observe_all(values[600:])
+    assert (at_once.counts, at_once.count, at_once.min, at_once.max) == \
+        (hist.counts, hist.count, hist.min, hist.max)
+    assert at_once.sum == pytest.approx(hist.sum)
 
 
 def test_worker_stats_window_batching_and_latency() -> None:

@@ -102,7 +102,7 @@ class Comment(BaseModel):
         """This comment, marked as decoded despite `recovery` (itself when None)."""
         if recovery is None or recovery == self.recovered:
             return self
-        return RecoveredComment.model_construct(self.model_fields_set, **vars(self))
+        return RECOVERED_COMMENTS[recovery].model_construct(self.model_fields_set, **vars(self))
 
     @property
     def categories(self) -> list[str]:
@@ -126,6 +126,10 @@ class RecoveredComment(Comment):
     Recovery there is; a new one gets its own subclass)."""
 
     recovered: ClassVar[Recovery | None] = SEPARATOR_IN_REVIEW
+
+
+# Each Recovery's comment class (typing.get_args(Recovery) names them all).
+RECOVERED_COMMENTS: dict[Recovery, type[Comment]] = {SEPARATOR_IN_REVIEW: RecoveredComment}
 
 
 def path_of(categories: list[str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import pytest
@@ -15,10 +15,12 @@ from streamapp.decoding import decode_comment, encode_delimited, separator_in_re
 from streamapp.records import (
     COLUMNS,
     DATA_TYPE,
+    RECOVERED_COMMENTS,
     Comment,
     DeadLetter,
     ModelRef,
     Reason,
+    Recovery,
     RejectedRecord,
     SkuMatchResult,
     Timing,
@@ -611,3 +613,16 @@ def test_a_recovered_result_says_so_in_its_json() -> None:
     assert orjson.loads(fast)["recovered"] == "separator_in_review"
     with pytest.raises(ValidationError):
         SkuMatchResult.model_validate({**orjson.loads(fast), "recovered": "guessed"})
+
+
+def test_each_recovery_has_a_comment_class_that_names_it_and_keeps_the_fields() -> None:
+    assert set(RECOVERED_COMMENTS) == set(get_args(Recovery))
+    plain = Comment.model_validate(ROW)
+    assert plain.recovered is None and plain.mark_recovered(None) is plain
+    for recovery, cls in RECOVERED_COMMENTS.items():
+        marked = plain.mark_recovered(recovery)
+        assert (type(marked), marked.recovered) == (cls, recovery)
+        assert marked.model_dump() == plain.model_dump() and marked != plain
+        assert marked.mark_recovered(recovery) is marked
+        # Not a field: an input key of that name is ignored, never read as a recovery.
+        assert Comment.model_validate({**ROW, "recovered": recovery}).recovered is None

@@ -75,9 +75,8 @@ class BatchTally:
 
     def __init__(self) -> None:
         # (key, what a record adds, lane) -> source offsets, in the order counted; lane None
-        # for records counted without a source. One lookup per record and key: the counts
-        # per key are summed from these when the batch is sent (a Counter update and three
-        # nested setdefaults per record cost more than the whole send).
+        # for records counted without a source. One lookup per record and key; the counts
+        # per key are summed from these once, when the batch's counts are sent.
         self._offsets: dict[tuple[str, str, str | None], list[int]] = {}
 
     def _count(self, key: str, names: str, source: Source | None) -> None:
@@ -176,14 +175,10 @@ class Histogram:
         self.max = -math.inf
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        self.observe_all([value])
 
     def observe_all(self, values: list[float]) -> None:
-        """`observe` of each value (a batch's per-comment latencies), with the sums once."""
+        """Each of `values` (a batch's per-comment latencies), the sums taken once."""
         if not values:
             return
         counts, bounds = self.counts, self.bounds

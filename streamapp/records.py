@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,9 +55,10 @@ class Reason:
     BAD_MODEL_OUTPUT = "bad_model_output"
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One record as read from Kafka, whichever consumer read it (Faust's or the intake's)."""
+class Incoming(NamedTuple):
+    """One record as read from Kafka, whichever consumer read it (Faust's or the intake's).
+    A named tuple: built for every record (twice with the model process), in half the time of
+    a frozen dataclass; a batch of them transposes in C (streamapp.pipeline.batchwork)."""
 
     value: bytes | None
     topic: str

@@ -14,7 +14,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streamapp.broker import EmbeddedBroker
 from streamapp.edges.clients import follow, open_producer, send_all
-from streamapp.pipeline.fanout import decode_fanned_out, json_arrays
+from streamapp.pipeline.batchwork import decode_fanned_out
+from streamapp.pipeline.fanout import json_arrays
 from streamapp.pipeline.ledger import source_of
 from streamapp.records import Incoming, RejectedRecord, comment_id
 from tests.conftest import StartWorker, collect_outputs, demo_rows, send, wait_until
@@ -31,8 +32,8 @@ def payload(record_id: str, row: dict[str, Any], **extra: Any) -> dict[str, Any]
 def fanned_out(value: bytes, partition: int = 1, offset: int = 7) -> list[tuple[str, int | None,
                                                                              str | None]]:
     record = Incoming(value, INFERENCE, partition, offset, None)
-    app = cast(Any, None)  # the decoder needs no app: the payloads are self-contained
-    return [(i, ts, c.recovered) for i, ts, c in decode_fanned_out(app, record)]
+    settings = cast(Any, None)  # the decoder needs no settings: the payloads are self-contained
+    return [(i, ts, c.recovered) for i, ts, c in decode_fanned_out(settings, record)]
 
 
 def test_a_batch_message_reads_back_as_its_comments_in_their_lanes() -> None:

@@ -33,7 +33,7 @@ from streamapp.pipeline.stats import (
     WorkerStats,
 )
 from streamapp.processes import WorkerProcess
-from streamapp.web.metrics import PrometheusMetrics
+from streamapp.web.metrics import LATENCY_BUCKETS, PrometheusMetrics, observe_all
 from streamapp.web.views import merge_stats
 from tests.conftest import StartWorker, collect_outputs, comma_rows, demo_rows, send, wait_until
 
@@ -234,6 +234,30 @@ def test_histogram_quantiles_are_close_to_the_exact_ones() -> None:
     assert (at_once.counts, at_once.count, at_once.min, at_once.max) == \
         (hist.counts, hist.count, hist.min, hist.max)
     assert at_once.sum == pytest.approx(hist.sum)
+
+
+def test_prometheus_histogram_observed_at_once_equals_one_by_one() -> None:
+    from prometheus_client import Histogram as PrometheusHistogram
+    from prometheus_client import generate_latest
+
+    values = [0.0, 1e-5, *LATENCY_BUCKETS[:5], 0.0123, 2.5, 2.5, 9999.0, LATENCY_BUCKETS[-1]]
+
+    def exposition(at_once: bool) -> bytes:
+        registry = CollectorRegistry()
+        histogram = PrometheusHistogram("t_seconds", "t", buckets=LATENCY_BUCKETS,
+                                        registry=registry)
+        if at_once:
+            observe_all(histogram, values[:4])
+            observe_all(histogram, [])
+            observe_all(histogram, values[4:])
+        else:
+            for value in values:
+                histogram.observe(value)
+        return b"\n".join(line for line in generate_latest(registry).splitlines()
+                          if not line.startswith(b"t_seconds_created"))
+
+    assert exposition(True) == exposition(False)
+    assert b't_seconds_bucket{le="+Inf"} 12.0' in exposition(True)
 
 
 def test_worker_stats_window_batching_and_latency() -> None:

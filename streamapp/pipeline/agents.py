@@ -24,14 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT, StreamT, TopicT
 
-from streamapp.pipeline.batches import (
-    BatchPipeline,
-    Decoder,
-    decode_direct,
-    exit_without_commit,
-)
+from streamapp.pipeline.batches import BatchPipeline, exit_without_commit
 from streamapp.pipeline.chunks import incoming_records
-from streamapp.pipeline.fanout import decode_fanned_out, ingest_batch
+from streamapp.pipeline.fanout import ingest_batch
 from streamapp.pipeline.ledger import apply_entry
 from streamapp.pipeline.stats import merge_counts, stats_entries
 
@@ -85,18 +80,18 @@ def register(app: StreamApp) -> None:
     # Fan-out: batches of the inference topic. Direct: batches of the comment topic itself,
     # decoded in the batch (one Kafka hop less per comment). Read by the Faust agent, or by
     # the batch intake (streamapp.pipeline.intake) past Faust's per-event path.
-    source, decode = ((app.inference_topic, decode_fanned_out) if settings.fanout
-                      else (app.comments_topic, decode_direct))
+    source, kind = ((app.inference_topic, "fanned_out") if settings.fanout
+                    else (app.comments_topic, "direct"))
 
     if settings.intake == "batch":
         from streamapp.pipeline.intake import BatchIntake
 
         app.intake = BatchIntake(app, source,
-                                 BatchPipeline(app, decode, settings.pipeline_depth),
+                                 BatchPipeline(app, kind, settings.pipeline_depth),
                                  beacon=app.beacon)
         app.service(app.intake)
     else:
-        register_infer_agent(app, source, decode)
+        register_infer_agent(app, source, kind)
 
     @app.task
     async def declare_output_topics() -> None:
@@ -125,14 +120,14 @@ def register(app: StreamApp) -> None:
                 await app.models.maybe_reload()
 
 
-def register_infer_agent(app: StreamApp, source: TopicT, decode: Decoder) -> None:
+def register_infer_agent(app: StreamApp, source: TopicT, kind: str) -> None:
     """The Faust inference agent: micro-batches of `source` with `take_events`."""
     settings = app.settings
 
     @app.agent(source, name="infer")
     async def infer(stream: StreamT[Any]) -> None:
         """Batches of comments through the model: results, dead letters, counts to stats."""
-        pipeline = BatchPipeline(app, decode, settings.pipeline_depth)
+        pipeline = BatchPipeline(app, kind, settings.pipeline_depth)
         try:
             async for events in stream.take_events(settings.batch_size,
                                                    within=_batch_wait_s(settings)):

@@ -1,7 +1,7 @@
-"""The batch path, shared by the Faust inference agent and the batch intake: decode a batch,
-score it (in the model process, streamapp.serving.service), produce one result or dead letter
-per record and the batch's counts; up to `STREAMAPP_PIPELINE_DEPTH` batches in flight
-(BatchPipeline).
+"""The batch path, shared by the Faust inference agent and the batch intake: a batch of
+records to where the model is (decoded, scored and encoded there, streamapp.pipeline.
+batchwork), its results and dead letters to the producer, its counts to the stats topic; up
+to `STREAMAPP_PIPELINE_DEPTH` batches in flight (BatchPipeline).
 
 No exception may leave a batch: anything unexpected stops the process without committing
 (exit 70), so the batch is replayed after the restart.
@@ -21,23 +21,10 @@ import orjson
 from faust.types import TopicT
 from murmurhash2 import murmurhash2
 
-from streamapp.decoding import decode_comment
-from streamapp.pipeline.ledger import source_of
+from streamapp.pipeline.batchwork import BatchWork, records_to_frame
 from streamapp.pipeline.outbox import Outbox, aiokafka_producer
-from streamapp.pipeline.stats import (
-    BatchReport,
-    BatchTally,
-    Source,
-)
-from streamapp.records import (
-    Comment,
-    Incoming,
-    RejectedRecord,
-    dead_letter,
-    path_of,
-    result_json,
-)
-from streamapp.serving.outcomes import ModelFailure, Scored
+from streamapp.pipeline.stats import BatchReport, BatchTally, Source
+from streamapp.records import Incoming, dead_letter
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -76,39 +63,6 @@ def exit_without_commit(exc: BaseException) -> None:
                  exc_info=exc)
     logging.shutdown()
     os._exit(EXIT_UNEXPECTED)
-
-
-Decoded = tuple[str, int | None, Comment]  # comment id, source timestamp (ms), comment
-
-
-# The comments one record carries (raises RejectedRecord for the whole record): one for a
-# comment-topic record (decode_direct), those of an ingest batch for an inference-topic one
-# (streamapp.pipeline.fanout.decode_fanned_out).
-Decoder = Callable[["StreamApp", Incoming], list[Decoded]]
-
-# One comment and the record it came in, or a record rejected whole (its dead letter).
-Unit = tuple[Incoming, Decoded | RejectedRecord]
-
-
-def decode_source(app: StreamApp, record: Incoming) -> Decoded:
-    """A record of the comment topic: decode and validate (raises RejectedRecord)."""
-    settings = app.settings
-    comment = decode_comment(record.value, input_format=settings.input_format,
-                             separator=settings.separator,
-                             max_review_chars=settings.max_review_chars)
-    return record.id, record.timestamp_ms, comment
-
-
-def decode_direct(app: StreamApp, record: Incoming) -> list[Decoded]:
-    """The direct path's decoder: a comment-topic record is one comment."""
-    return [decode_source(app, record)]
-
-
-def units_of(app: StreamApp, record: Incoming, decode: Decoder) -> list[Unit]:
-    try:
-        return [(record, decoded) for decoded in decode(app, record)]
-    except RejectedRecord as rejected:
-        return [(record, rejected)]
 
 
 async def produce(app: StreamApp, topic: TopicT, key: str, value: bytes) -> None:
@@ -203,12 +157,6 @@ def kafka_partition(key: bytes, partitions: Sequence[int]) -> int:
     return partitions[(murmurhash2(key, KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % len(partitions)]
 
 
-def _request(comment: Comment) -> dict[str, Any]:
-    """The seed's reqDict: the comment's fields, and the review text as `input`."""
-    # vars(): the validated fields as they are; model_dump() copies them, 30 times slower.
-    return {**vars(comment), "input": comment.reviewBody}
-
-
 class Turn:
     """One of a chain of turns: `async with turn:` waits until the turn before it has ended.
     Concurrent batches send their counts in the order they were read through these."""
@@ -229,82 +177,37 @@ class Turn:
         self._ended.set()
 
 
-async def infer_batch(app: StreamApp, units: Sequence[Unit], counts_turn: Turn,
-                      counts: CountsBuffer | None = None) -> asyncio.Future[None] | None:
-    """Score one micro-batch and produce a result or dead letter for every unit in it; its
-    counts go to the stats topic in `counts_turn`, after the batch read before it: sent here,
-    or into `counts`, whose send (the future returned) the batch has to await before its
-    offsets may be committed."""
+# A fanned-out record carries the comments of an ingest batch: a batch of them for the model
+# process is cut at about STREAMAPP_BATCH_SIZE comments' bytes (a comment of the shared data
+# is ~470 bytes of JSON), so that what is in flight stays near `depth` model batches.
+FANNED_OUT_BYTES_PER_COMMENT = 512
+
+
+async def infer_batch(app: StreamApp, kind: str, records: Sequence[Incoming],
+                      counts_turn: Turn, counts: CountsBuffer | None = None,
+                      ) -> asyncio.Future[None] | None:
+    """Score one batch of records where the model is (streamapp.pipeline.batchwork) and hand
+    its results and dead letters to the producer; its counts go to the stats topic in
+    `counts_turn`, after the batch read before it: sent here, or into `counts`, whose send
+    (the future returned) the batch has to await before its offsets may be committed."""
     started = time.time()
-    tally = BatchTally()
-    items: list[Decoded] = []
-    sources: list[Source] = []
-    for record, decoded in units:
-        if isinstance(decoded, RejectedRecord):
-            await send_dead_letter(app, record.id, decoded.reason, decoded.error,
-                                   record.value, record.timestamp_ms,
-                                   source_of(record, record.id), tally)
-            continue
-        items.append(decoded)
-        sources.append(source_of(record, decoded[0]))
-        if decoded[2].recovered is not None:
-            tally.add_recovered(decoded[2].recovered, sources[-1])
-    scored = await app.models.score([_request(c) for _, _, c in items])
-    outcomes, timing, model_ref = scored.outcomes, scored.timing, scored.model
-    finished = time.time()
-    # With batches in flight a batch may wait for the model thread: compute is the model's
-    # own time, measured there.
-    compute_ms = round((timing.preprocess_s + timing.process_s) * 1000, 3)
-    started_ms, finished_ms = started * 1000, finished * 1000
-    queue_ms: list[float] = []
-    end_to_end_ms: list[float] = []
-    threshold = app.settings.match_threshold
-    predicted = matched = 0
+    reply, blobs = await app.models.work(*records_to_frame(kind, records))
+    work = BatchWork.from_frame(reply, blobs)
     async with Outbox(app, app.results_topic.get_topic_name()) as results:
-        for (record_id, source_ts, comment), outcome, source in zip(items, outcomes, sources,
-                                                                   strict=True):
-            categories = comment.categories
-            path = path_of(categories)
-            if isinstance(outcome, ModelFailure):
-                tally.add(comment.first_category, path, predicted=False, matched=False,
-                          source=source)
-                await send_dead_letter(app, record_id, outcome.reason,
-                                       f"the model failed on this comment: {outcome.error}",
-                                       comment.model_dump_json().encode(), source_ts, source,
-                                       tally)
-                continue
-            outputs = outcome.outputs if isinstance(outcome, Scored) else None
-            score = outcome.score if isinstance(outcome, Scored) else outcome
-            match = score >= threshold
-            tally.add(comment.first_category, path, predicted=True, matched=match,
-                      source=source)
-            predicted += 1
-            matched += match
-            queued = 0.0
-            if source_ts:
-                queued = round(started_ms - source_ts, 3)
-                queue_ms.append(queued)
-                end_to_end_ms.append(finished_ms - source_ts)
-            results.add(record_id.encode(), result_json(
-                record_id, comment, categories, path, score=score, match=match,
-                model=model_ref, outputs=outputs,
-                timing={"source_ts": source_ts, "queued_ms": queued, "compute_ms": compute_ms,
-                        "batch_started_at": int(started_ms), "batch_size": len(items),
-                        "predicted_at": int(finished_ms)}))
+        for record_id, value in work.results:
+            results.add(record_id.encode(), value)
+    for letter in work.letters:
+        await produce(app, app.dlq_topic, letter.record_id, letter.value)
+        app.worker_stats.on_dead_letter(letter.record_id, letter.reason, letter.error)
     counted = None
     async with counts_turn:  # a lane's counts reach the tally in offset order (pipeline.ledger)
         if counts is not None:
-            counted = counts.add(tally)
+            counted = counts.add(work.tally)
         else:
-            await send_counts(app, tally.entries())
-    batch_counts = tally.items()
-    app.worker_stats.on_batch(BatchReport(
-        finished_at=time.time(), size=len(items), predicted=predicted, matched=matched,
-        failed=len(items) - predicted, model_name=model_ref["name"],
-        model_version=model_ref["version"],
-        queue_ms=queue_ms, end_to_end_ms=end_to_end_ms, preprocess_s=timing.preprocess_s,
-        process_s=timing.process_s, batch_s=time.time() - started, tokens=timing.tokens,
-        padded_tokens=timing.padded_tokens, counts=batch_counts))
+            await send_counts(app, work.tally.entries())
+    finished = time.time()
+    app.worker_stats.on_batch(BatchReport(finished_at=finished, batch_s=finished - started,
+                                          counts=work.tally.items(), **work.report))
     return counted
 
 
@@ -327,20 +230,21 @@ class _Countdown:
 
 
 class BatchPipeline:
-    """Up to `depth` batches in flight: while the model thread computes one, the event loop
-    decodes the next and produces the previous one's outputs.
+    """Up to `depth` batches in flight: while the model process computes one, the event loop
+    reads the next and produces the previous one's outputs.
 
-    A submitted batch of records goes to the model in batches of at most batch_size comments
-    (an inference-topic record carries a whole ingest batch's comments for its partition).
+    A submitted batch of records goes to the model in batches of at most batch_size records
+    (for inference-topic records, each a whole ingest batch's comments for its partition, of
+    about batch_size comments' bytes).
     `done` runs once all of them have handed every result and dead letter to the producer:
     the caller lets the records' offsets be committed then, and not before (at-least-once, as
     with depth 1). Batches may finish out of order, but each sends its counts only after the
     one started before it has sent its own: the tally's exact counting relies on that order.
     """
 
-    def __init__(self, app: StreamApp, decode: Decoder, depth: int) -> None:
+    def __init__(self, app: StreamApp, kind: str, depth: int) -> None:
         self.app = app
-        self.decode = decode
+        self.kind = kind  # streamapp.pipeline.batchwork.DECODERS
         window_s = app.settings.counts_window_ms / 1000
         self.counts = CountsBuffer(app, window_s) if window_s > 0 else None
         self._slots = asyncio.Semaphore(depth)
@@ -349,32 +253,35 @@ class BatchPipeline:
 
     async def submit(self, records: list[Incoming], done: Callable[[], None]) -> None:
         size = self.app.settings.batch_size
+        most_bytes = (size * FANNED_OUT_BYTES_PER_COMMENT if self.kind == "fanned_out"
+                      else float("inf"))
         countdown = _Countdown(done)
-        units: list[Unit] = []
+        batch: list[Incoming] = []
+        held = 0
         try:
-            # Decoded as they go to the model: only the batches in flight are held decoded.
             for record in records:
-                units += units_of(self.app, record, self.decode)
-                while len(units) >= size:
-                    await self._start(units[:size], countdown)
-                    units = units[size:]
-            if units:
-                await self._start(units, countdown)
-        except Exception as exc:  # nothing but RejectedRecord is expected from a decoder
+                batch.append(record)
+                held += len(record.value or b"")
+                if len(batch) >= size or held >= most_bytes:
+                    await self._start(batch, countdown)
+                    batch, held = [], 0
+            if batch:
+                await self._start(batch, countdown)
+        except Exception as exc:
             exit_without_commit(exc)
         countdown.release()
 
-    async def _start(self, units: list[Unit], countdown: _Countdown) -> None:
+    async def _start(self, records: list[Incoming], countdown: _Countdown) -> None:
         await self._slots.acquire()  # bounds memory: at most `depth` batches held
         turn = self._last_turn = Turn(self._last_turn)
         countdown.add()
-        task = asyncio.create_task(self._run(units, countdown, turn))
+        task = asyncio.create_task(self._run(records, countdown, turn))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run(self, units: list[Unit], countdown: _Countdown, turn: Turn) -> None:
+    async def _run(self, records: list[Incoming], countdown: _Countdown, turn: Turn) -> None:
         try:
-            counted = await infer_batch(self.app, units, turn, self.counts)
+            counted = await infer_batch(self.app, self.kind, records, turn, self.counts)
         except Exception as exc:
             exit_without_commit(exc)
             return

@@ -1,5 +1,6 @@
 """The fan-out hop's messages: the ingest agent writes a batch of valid comments to the
-inference topic, the inference agent (or the batch intake) reads them back as comments.
+inference topic, the inference agent (or the batch intake) reads them back as comments
+(streamapp.pipeline.batchwork.decode_fanned_out, beside the model).
 
 One message per inference partition per ingest batch, not one per comment: each Kafka message
 costs Faust's per-event path on both sides of the hop, which capped the default configuration
@@ -15,29 +16,20 @@ finds both forms on the topic. Anything else there is a foreign producer's: one 
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from streamapp.pipeline.batches import (
-    Decoded,
-    decode_source,
-    key_partitioner,
-    send_counts,
-    send_dead_letter,
-)
+from streamapp.pipeline.batches import key_partitioner, send_counts, send_dead_letter
+from streamapp.pipeline.batchwork import decode_source
 from streamapp.pipeline.ledger import source_of
 from streamapp.pipeline.outbox import aiokafka_producer
 from streamapp.pipeline.stats import BatchTally
-from streamapp.records import Comment, Incoming, Reason, Recovery, RejectedRecord
+from streamapp.records import Incoming, RejectedRecord
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
-
-_RECOVERIES = (None, *typing.get_args(Recovery))
-
 
 async def ingest_batch(app: StreamApp, records: Sequence[Incoming]) -> None:
     """Decode and validate a batch of comments: the valid ones to the inference topic, one
@@ -48,7 +40,7 @@ async def ingest_batch(app: StreamApp, records: Sequence[Incoming]) -> None:
     by_partition: dict[int, list[bytes]] = {}
     for record in records:
         try:
-            record_id, source_ts, comment = decode_source(app, record)
+            record_id, source_ts, comment = decode_source(app.settings, record)
         except RejectedRecord as rejected:
             await send_dead_letter(app, record.id, rejected.reason, rejected.error,
                                    record.value, record.timestamp_ms,
@@ -81,26 +73,3 @@ def json_arrays(items: Sequence[bytes], limit: int) -> Iterator[bytes]:
         size += len(item) + 1
     if start < len(items):
         yield b"[" + b",".join(items[start:]) + b"]"
-
-
-def decode_fanned_out(app: StreamApp, record: Incoming) -> list[Decoded]:
-    """The comments of an inference-topic message, in the order the ingest agent read them."""
-    try:
-        parsed = orjson.loads(record.value or b"")
-        payloads = parsed if isinstance(parsed, list) else [parsed]  # a list: one batch's
-        if not payloads:
-            raise ValueError("an empty array")
-        return [_decoded(payload) for payload in payloads]
-    except Exception as exc:  # only a foreign producer writes anything else here
-        raise RejectedRecord(Reason.INVALID_JSON,
-                             f"not a streamapp inference record: {exc}") from None
-
-
-def _decoded(payload: dict[str, Any]) -> Decoded:
-    record_id, source_ts, recovered = payload["id"], payload.get("ts"), payload.get("recovered")
-    # Checked here: the id names the comment's lane and offset in the tables (source_of).
-    if not isinstance(record_id, str) or not (source_ts is None or type(source_ts) is int) \
-            or recovered not in _RECOVERIES:
-        raise ValueError(f"bad id, ts or recovered in {str(payload)[:200]}")
-    return record_id, source_ts, Comment.model_validate(payload["comment"]).mark_recovered(
-        recovered)

@@ -34,7 +34,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.types import TopicT
 from mode import Service
 
-from streamapp.pipeline.batches import Turn, exit_without_commit, infer_batch, units_of
+from streamapp.pipeline.batches import Turn, exit_without_commit, infer_batch
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
@@ -213,10 +213,8 @@ class BatchIntake(Service):
                 return
             offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
             await producer.begin_transaction()
-            decode = self.pipeline.decode
-            # One transaction, one model batch: the direct path's records are one comment each.
-            await infer_batch(self.app, [u for r in records for u in units_of(self.app, r, decode)],
-                              Turn(None))
+            # One transaction, one batch (the model takes it in batches of batch_size).
+            await infer_batch(self.app, self.pipeline.kind, records, Turn(None))
             await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
             self.tracker.committed(offsets)

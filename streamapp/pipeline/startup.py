@@ -29,13 +29,15 @@ async def prepare_worker(app: StreamApp) -> None:
     A bad model or handler, or STREAMAPP_GUARANTEE=exactly_once on a broker without
     transactions, stops the worker here with its message and exit status 2.
     """
+    from streamapp.pipeline.batchwork import answer_work
+    from streamapp.pipeline.model_process import PROGRAM
     from streamapp.serving.outcomes import ModelStartError
     from streamapp.serving.service import start_model_service
 
     settings = app.settings
     await wait_for_broker(settings, log)
     try:
-        app.models = await start_model_service(settings)
+        app.models = await start_model_service(settings, answer_work, PROGRAM)
     except ModelStartError as exc:
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None

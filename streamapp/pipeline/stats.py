@@ -62,7 +62,6 @@ def merge_counts(current: dict[str, int] | None, delta: dict[str, int]) -> dict[
 # A record's source: (lane, offset), what the tally deduplicates by (streamapp.pipeline.ledger).
 Source = tuple[str, int]
 
-
 # What one record adds to a key, as its sources name it ("seen,predicted,matched" ...).
 _PREDICTED = ("seen,predicted", "seen,predicted,matched")
 _FAILED = "seen,failed"
@@ -73,11 +72,12 @@ class BatchTally:
     """Counts of one batch, keyed like the table, ready to send to the stats topic; with each
     record's source, so that the tally counts a replayed record once."""
 
-    def __init__(self) -> None:
+    def __init__(self, offsets: dict[tuple[str, str, str | None], list[int]] | None = None,
+                 ) -> None:
         # (key, what a record adds, lane) -> source offsets, in the order counted; lane None
         # for records counted without a source. One lookup per record and key; the counts
         # per key are summed from these once, when the batch's counts are sent.
-        self._offsets: dict[tuple[str, str, str | None], list[int]] = {}
+        self._offsets = {} if offsets is None else offsets
 
     def _count(self, key: str, names: str, source: Source | None) -> None:
         lane, offset = source if source is not None else (None, -1)
@@ -103,6 +103,14 @@ class BatchTally:
         """Add the counts and sources of `other`, a batch read after this one's."""
         for bucket, offsets in other._offsets.items():
             self._offsets.setdefault(bucket, []).extend(offsets)
+
+    def to_wire(self) -> list[list[Any]]:
+        """As JSON: [key, what a record adds, lane, offsets] per bucket (from_wire reads it)."""
+        return [[*bucket, offsets] for bucket, offsets in self._offsets.items()]
+
+    @classmethod
+    def from_wire(cls, buckets: list[list[Any]]) -> BatchTally:
+        return cls({(key, names, lane): offsets for key, names, lane, offsets in buckets})
 
     def items(self) -> list[tuple[str, dict[str, int]]]:
         """The counts per key."""
@@ -190,8 +198,7 @@ class Histogram:
         self.max = max(self.max, *values)
 
     def merge(self, other: Histogram) -> None:
-        for i, n in enumerate(other.counts):
-            self.counts[i] += n
+        self.counts = [n + m for n, m in zip(self.counts, other.counts, strict=True)]
         self.count += other.count
         self.sum += other.sum
         self.min = min(self.min, other.min)

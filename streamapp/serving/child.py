@@ -1,9 +1,11 @@
-"""The model process: `python -m streamapp.serving.child FD`, started by the worker
-(streamapp.serving.process) with its end of a socket pair as FD.
+"""The model process's server: `main(job)` is the whole program of a module the worker starts
+as `python -m MODULE FD` (streamapp.serving.process; the data path's is
+streamapp.pipeline.model_process), with its end of a socket pair as FD.
 
 It reads the worker's STREAMAPP_* settings from the environment it inherits, loads the model
-once, answers `ready` (or `failed` with the reason), then scores batches and reloads on request
-until the worker closes the socket. Its log lines go to the worker's own output.
+once, answers `ready` (or `failed` with the reason), then runs the job on each "work" frame
+and reloads on request until the worker closes the socket. Its log lines go to the worker's
+own output.
 """
 
 from __future__ import annotations
@@ -17,34 +19,34 @@ import sys
 from typing import Any
 
 from streamapp.serving.outcomes import ModelStartError
-from streamapp.serving.process import encode_scores, read_frame, write_frame
-from streamapp.serving.service import InProcessModels
+from streamapp.serving.process import Blobs, read_frame, write_frame
+from streamapp.serving.service import InProcessModels, Job
 from streamapp.settings import Settings
 
 log = logging.getLogger("streamapp.model_process")
 
 
-async def _answer_score(models: InProcessModels, writer: asyncio.StreamWriter,
-                        message: dict[str, Any]) -> None:
-    scores = await models.score(message["requests"])  # never raises: failures are outcomes
-    write_frame(writer, {"id": message["id"], **encode_scores(scores),
-                         "engine": models.engine_state()})
+async def _answer_work(models: InProcessModels, writer: asyncio.StreamWriter,
+                       message: dict[str, Any], blobs: Blobs) -> None:
+    reply, reply_blobs = await models.work(message, blobs)  # a job never raises for a record
+    write_frame(writer, {**reply, "id": message["id"], "engine": models.engine_state()},
+                reply_blobs)
     await writer.drain()
 
 
 async def _answer_reload(models: InProcessModels, writer: asyncio.StreamWriter,
-                         message: dict[str, Any]) -> None:
+                         message: dict[str, Any], blobs: Blobs) -> None:
     swapped = await models.maybe_reload()  # a failed load is reported in the status
     write_frame(writer, {"id": message["id"], "swapped": swapped, "status": models.status()})
     await writer.drain()
 
 
-async def serve(sock: socket.socket) -> None:
+async def serve(sock: socket.socket, job: Job) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     settings = Settings.from_env()
     try:
         models = await asyncio.get_running_loop().run_in_executor(None, InProcessModels.load,
-                                                                  settings, log)
+                                                                  settings, job, log)
     except ModelStartError as exc:
         write_frame(writer, {"op": "failed", "error": str(exc)})
         await writer.drain()
@@ -54,11 +56,11 @@ async def serve(sock: socket.socket) -> None:
     running: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
     while True:
         try:
-            message = await read_frame(reader)
+            message, blobs = await read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             return  # the worker is gone or done: nothing here is worth finishing
-        answer = _answer_score if message["op"] == "score" else _answer_reload
-        task = asyncio.create_task(answer(models, writer, message))
+        answer = _answer_work if message["op"] == "work" else _answer_reload
+        task = asyncio.create_task(answer(models, writer, message, blobs))
         running.add(task)
         task.add_done_callback(running.discard)
         task.add_done_callback(_answered)
@@ -74,7 +76,7 @@ def _answered(task: asyncio.Task[None]) -> None:
         os._exit(1)
 
 
-def main() -> None:
+def main(job: Job) -> None:
     # Ctrl-C and a SIGTERM to the process group reach this process too: it must outlive the
     # worker's drain of the batches in flight, and exits when the worker closes the socket.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -86,7 +88,7 @@ def main() -> None:
                "%(message)s")
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
-        asyncio.run(serve(sock))
+        asyncio.run(serve(sock, job))
     except Exception:
         log.exception("the model process failed")
         logging.shutdown()
@@ -94,7 +96,3 @@ def main() -> None:
     logging.shutdown()
     # Not a normal exit: the model thread may be inside a batch nobody waits for any more.
     os._exit(0)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,21 +1,23 @@
 """The model in a child process of the worker (STREAMAPP_MODEL_PROCESS=true, the default).
 
-The worker starts `python -m streamapp.serving.child` with one end of a socket pair; over it go
-length-prefixed JSON frames (never pickle):
+The worker starts its model process program (`python -m streamapp.pipeline.model_process`,
+streamapp.serving.child running the pipeline's job) with one end of a socket pair; over it go
+frames (never pickle): a JSON header, then the binary values it names (a record's value, a
+result), without JSON escaping or base64:
 
-    worker -> child   {"op": "score", "id": 7, "requests": [reqDict, ...]}
+    worker -> child   {"op": "work", "id": 7, ...the job's header}  + values
                       {"op": "reload", "id": 8}
     child -> worker   {"op": "ready", "status": {...}}       once, when the model is loaded
                       {"op": "failed", "error": "..."}       instead, when it cannot be
-                      {"id": 7, "outcomes": [...], "model": {...}, "timing": {...},
-                       "engine": {...}}
+                      {"id": 7, "engine": {...}, ...the job's reply}  + values
                       {"id": 8, "swapped": true, "status": {...}}
 
-A batch of 64 comments of the shared data is 46 KB of JSON, 0.1 ms to write and read. The
-child runs the same engine as the in-process mode (bisection, out-of-memory halving, a tokenizer
-thread beside the model thread) and the same hot reload. When the worker goes, the child reads
-end-of-file and exits; when the child goes, every batch waiting on it fails, and the worker
-stops without committing (its records are replayed after the restart).
+What a "work" frame carries is the job's (streamapp.pipeline.batchwork: a batch of records
+out, their results, dead letters and counts back): the model side knows nothing of Kafka. The
+child runs the same engine as the in-process mode (bisection, out-of-memory halving, a
+tokenizer thread beside the model thread) and the same hot reload. When the worker goes, the
+child reads end-of-file and exits; when the child goes, every batch waiting on it fails, and
+the worker stops without committing (its records are replayed after the restart).
 """
 
 from __future__ import annotations
@@ -33,64 +35,46 @@ from typing import Any
 
 import orjson
 
-from streamapp.serving.outcomes import (
-    BatchScores,
-    BatchTiming,
-    ModelFailure,
-    ModelStartError,
-    Outcome,
-    Scored,
-)
+from streamapp.serving.outcomes import ModelStartError
 from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct("!I")
+_HEAD = struct.Struct("!II")  # the header's length, the values' length
 STOP_WAIT_S = 10.0
+_NONE = -1  # a value's length when there is no value (a tombstone)
+
+Blobs = Sequence[bytes | None]
+Frame = tuple[dict[str, Any], list[bytes | None]]
 
 
 class ModelProcessGone(RuntimeError):
     """The model process exited while the worker still needed it."""
 
 
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
-    """One frame; raises asyncio.IncompleteReadError at end of file."""
-    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    return orjson.loads(await reader.readexactly(length))
+async def read_frame(reader: asyncio.StreamReader) -> Frame:
+    """One frame: its header and values; raises asyncio.IncompleteReadError at end of file."""
+    header_length, body_length = _HEAD.unpack(await reader.readexactly(_HEAD.size))
+    message = orjson.loads(await reader.readexactly(header_length))
+    body = await reader.readexactly(body_length) if body_length else b""
+    blobs: list[bytes | None] = []
+    at = 0
+    for length in message.pop("blobs", ()):
+        if length == _NONE:
+            blobs.append(None)
+        else:
+            blobs.append(body[at:at + length])
+            at += length
+    return message, blobs
 
 
-def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any], blobs: Blobs = ()) -> None:
     """Whole frames in one write, so concurrent writers never interleave."""
-    payload = orjson.dumps(message, default=str)
-    writer.write(_LENGTH.pack(len(payload)) + payload)
-
-
-def encode_outcome(outcome: Outcome) -> Any:
-    if isinstance(outcome, ModelFailure):
-        return {"error": outcome.error, "reason": outcome.reason}
-    if isinstance(outcome, Scored):
-        return {"score": outcome.score, "outputs": outcome.outputs}
-    return outcome
-
-
-def decode_outcome(value: Any) -> Outcome:
-    if isinstance(value, dict):
-        if "error" in value:
-            return ModelFailure(value["error"], value["reason"])
-        return Scored(value["score"], value["outputs"])
-    return float(value)
-
-
-def encode_scores(scores: BatchScores) -> dict[str, Any]:
-    timing = scores.timing
-    return {"outcomes": [encode_outcome(o) for o in scores.outcomes], "model": scores.model,
-            "timing": [timing.preprocess_s, timing.process_s, timing.tokens,
-                       timing.padded_tokens]}
-
-
-def decode_scores(message: dict[str, Any]) -> BatchScores:
-    return BatchScores([decode_outcome(o) for o in message["outcomes"]], message["model"],
-                       BatchTiming(*message["timing"]))
+    if blobs:
+        message = {**message, "blobs": [_NONE if b is None else len(b) for b in blobs]}
+    header = orjson.dumps(message, default=str)
+    body = b"".join(b for b in blobs if b)
+    writer.write(b"".join((_HEAD.pack(len(header), len(body)), header, body)))
 
 
 class ModelProcess:
@@ -107,24 +91,25 @@ class ModelProcess:
         self._status = status
         self._engine: dict[str, Any] = {}
         self.handler_spec: str = status.get("handler", "")
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[Frame]] = {}
         self._next_id = 0
         self._gone: str | None = None
         self._replies = asyncio.ensure_future(self._read_replies())
         atexit.register(self.close)
 
     @classmethod
-    async def start(cls, settings: Settings) -> ModelProcess:
-        """Start the child and wait until its model is loaded (it logs to the worker's log);
+    async def start(cls, settings: Settings, program: str) -> ModelProcess:
+        """Start the child (`python -m PROGRAM FD`, a module that runs streamapp.serving.child
+        with its job) and wait until its model is loaded (it logs to the worker's log);
         raises ModelStartError with the child's own message."""
         ours, theirs = socket.socketpair()
         with theirs:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streamapp.serving.child", str(theirs.fileno())],
+                [sys.executable, "-m", program, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         try:
-            first = await read_frame(reader)
+            first, _ = await read_frame(reader)
         except asyncio.IncompleteReadError:
             code = await asyncio.get_running_loop().run_in_executor(None, proc.wait)
             writer.close()
@@ -140,10 +125,10 @@ class ModelProcess:
     async def _read_replies(self) -> None:
         try:
             while True:
-                message = await read_frame(self._reader)
+                message, blobs = await read_frame(self._reader)
                 future = self._pending.pop(message.pop("id"), None)
                 if future is not None and not future.done():
-                    future.set_result(message)
+                    future.set_result((message, blobs))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self._gone = f"the model process {self.proc.pid} exited ({type(exc).__name__})"
         except Exception as exc:  # a frame we cannot read: the child is not what we started
@@ -155,14 +140,14 @@ class ModelProcess:
                 future.set_exception(ModelProcessGone(self._gone))
         self._pending.clear()
 
-    async def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, message: dict[str, Any], blobs: Blobs = ()) -> Frame:
         if self._gone is not None:
             raise ModelProcessGone(self._gone)
         self._next_id += 1
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pending[self._next_id] = future
         try:
-            write_frame(self._writer, {**message, "id": self._next_id})
+            write_frame(self._writer, {**message, "id": self._next_id}, blobs)
             await self._writer.drain()
         except ConnectionError as exc:  # gone before the reply reader saw end of file
             self._pending.pop(self._next_id, None)
@@ -170,13 +155,13 @@ class ModelProcess:
                 f"the model process {self.proc.pid} exited ({type(exc).__name__})") from exc
         return await future
 
-    async def score(self, requests: Sequence[dict[str, Any]]) -> BatchScores:
-        reply = await self._call({"op": "score", "requests": requests})
-        self._engine = reply["engine"]
-        return decode_scores(reply)
+    async def work(self, header: dict[str, Any], blobs: Blobs) -> Frame:
+        reply, reply_blobs = await self._call({**header, "op": "work"}, blobs)
+        self._engine = reply.pop("engine")
+        return reply, reply_blobs
 
     async def maybe_reload(self) -> bool:
-        reply = await self._call({"op": "reload"})
+        reply, _ = await self._call({"op": "reload"})
         self._status = reply["status"]
         return bool(reply["swapped"])
 

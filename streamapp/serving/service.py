@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streamapp.serving.outcomes import BatchScores, BatchTiming, ModelStartError
+from streamapp.serving.process import Blobs, Frame
 from streamapp.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,12 +31,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# What runs beside the model on a "work" frame: given how to score a batch of the seed's
+# reqDicts (InProcessModels.score), the settings, and the frame's header and values, the
+# reply's. The data path's: streamapp.pipeline.batchwork.answer_work. It must not raise.
+Job = Callable[[Callable[[Sequence[dict[str, Any]]], Awaitable[BatchScores]], Settings,
+                dict[str, Any], Blobs], Awaitable[Frame]]
+
+
 class ModelService(Protocol):
     handler_spec: str
 
-    async def score(self, requests: Sequence[dict[str, Any]]) -> BatchScores:
-        """An outcome per request, in order, all from one model version. Raises only when the
-        model is gone (its process died): the caller must then stop without committing."""
+    async def work(self, header: dict[str, Any], blobs: Blobs) -> Frame:
+        """The job's reply to a frame. Raises only when the model is gone (its process
+        died): the caller must then stop without committing."""
         ...
 
     async def maybe_reload(self) -> bool: ...
@@ -74,13 +82,16 @@ def load_manager(settings: Settings, log: logging.Logger = log) -> ModelManager:
 class InProcessModels:
     """The model on two threads of this process (streamapp.serving.engine)."""
 
-    def __init__(self, manager: ModelManager, engine: InferenceEngine) -> None:
+    def __init__(self, manager: ModelManager, engine: InferenceEngine, settings: Settings,
+                 job: Job) -> None:
         self.manager = manager
         self.engine = engine
+        self.settings = settings
+        self.job = job
         self.handler_spec = manager.handler_spec
 
     @classmethod
-    def load(cls, settings: Settings, log: logging.Logger = log) -> InProcessModels:
+    def load(cls, settings: Settings, job: Job, log: logging.Logger = log) -> InProcessModels:
         """Blocking; raises ModelStartError."""
         from streamapp.serving.engine import InferenceEngine
         from streamapp.serving.formats.huggingface import ModelLoadError
@@ -91,9 +102,14 @@ class InProcessModels:
         except (ModelLoadError, HandlerError) as exc:
             raise ModelStartError(str(exc)) from None
         return cls(manager, InferenceEngine(max_batch=settings.batch_size,
-                                            model_threads=manager.model_threads))
+                                            model_threads=manager.model_threads),
+                   settings, job)
+
+    async def work(self, header: dict[str, Any], blobs: Blobs) -> Frame:
+        return await self.job(self.score, self.settings, header, blobs)
 
     async def score(self, requests: Sequence[dict[str, Any]]) -> BatchScores:
+        """An outcome per request, in order, all from one model version; never raises."""
         model = self.manager.current  # one version for the whole batch, even across a swap
         timing = BatchTiming()
         outcomes = await self.engine.score(model, requests, timing)
@@ -112,11 +128,12 @@ class InProcessModels:
         self.engine.close()
 
 
-async def start_model_service(settings: Settings) -> ModelService:
-    """The model, loaded and ready to score; raises ModelStartError."""
+async def start_model_service(settings: Settings, job: Job, program: str) -> ModelService:
+    """The model, loaded and ready to work; raises ModelStartError. `program`: the module
+    the model process runs (its `main` runs streamapp.serving.child with `job`)."""
     if settings.model_process:
         from streamapp.serving.process import ModelProcess
 
-        return await ModelProcess.start(settings)
+        return await ModelProcess.start(settings, program)
     return await asyncio.get_running_loop().run_in_executor(None, InProcessModels.load,
-                                                            settings)
+                                                            settings, job)

@@ -1,23 +1,26 @@
 """The fan-out hop in batches (streamapp.pipeline.fanout): one inference message per partition
-per ingest batch, read back comment by comment, counted exactly as one message per comment was.
-Real broker and worker processes, the real model."""
+per ingest batch, read back comment by comment beside the model, counted exactly as one
+message per comment was. Real broker and worker processes, the real model."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streamapp.broker import EmbeddedBroker
+from streamapp.decoding import encode_delimited
 from streamapp.edges.clients import follow, open_producer, send_all
-from streamapp.pipeline.batchwork import decode_fanned_out
-from streamapp.pipeline.fanout import json_arrays
+from streamapp.framing import pack
+from streamapp.pipeline.batchwork import FANNED_OUT_MARK, Rejected, decode_fanned_out
+from streamapp.pipeline.fanout import fanned_out_messages
 from streamapp.pipeline.ledger import source_of
-from streamapp.records import Incoming, RejectedRecord, comment_id
+from streamapp.records import Incoming, Reason, comment_id
+from streamapp.settings import Settings
 from tests.conftest import StartWorker, collect_outputs, demo_rows, send, wait_until
 from tests.test_pipeline import BROKEN, DLQ, RESULTS, category_totals
 
@@ -31,9 +34,37 @@ def payload(record_id: str, row: dict[str, Any], **extra: Any) -> dict[str, Any]
 
 def fanned_out(value: bytes, partition: int = 1, offset: int = 7) -> list[tuple[str, int | None,
                                                                              str | None]]:
+    """The comments of an inference message: id, timestamp, and what it was decoded despite,
+    or the reason it was rejected."""
     record = Incoming(value, INFERENCE, partition, offset, None)
-    settings = cast(Any, None)  # the decoder needs no settings: the payloads are self-contained
-    return [(i, ts, c.recovered) for i, ts, c in decode_fanned_out(settings, record)]
+    return [(c.record_id, c.source_ts, c.why.reason) if isinstance(c, Rejected)
+            else (c[0], c[1], c[2].recovered) for c in decode_fanned_out(Settings(), record)]
+
+
+def test_a_batch_of_comments_as_read_goes_across_and_is_decoded_on_the_other_side() -> None:
+    rows = demo_rows(2, seed=40)
+    records = [Incoming(orjson.dumps(rows[0]), "comments", 2, 11, 1_700_000_000_000),
+               Incoming(b"{broken", "comments", 2, 12, 1_700_000_000_001),
+               Incoming(None, "comments", 0, 3, None),
+               Incoming(b"\xff\xfe", "comments", 1, 4, 5),
+               Incoming(encode_delimited({**rows[1], "reviewBody": "a, b"}).encode(),
+                        "comments", 2, 13, 6)]
+    [message] = fanned_out_messages(records, 10_000)
+    assert fanned_out(message) == [
+        ("comments:2:11", 1_700_000_000_000, None),
+        ("comments:2:12", 1_700_000_000_001, Reason.INVALID_JSON),
+        ("comments:0:3", None, Reason.EMPTY_VALUE),
+        ("comments:1:4", 5, Reason.INVALID_UTF8),
+        ("comments:2:13", 6, "separator_in_review")]
+    [rejected] = [c for c in decode_fanned_out(Settings(), Incoming(message, INFERENCE, 0, 0, 0))
+                  if isinstance(c, Rejected) and c.record_id == "comments:1:4"]
+    assert rejected.value == b"\xff\xfe"  # the original bytes, for the dead letter
+    # Cut to the producer's limit, in order; a record larger than the limit alone.
+    big = Incoming(b"x" * 5000, "comments", 2, 14, 7)
+    cut = list(fanned_out_messages([*records, big, *records], 500))
+    assert len(cut) > 3 and all(len(m) <= 500 for m in cut if len(fanned_out(m)) > 1)
+    assert [c[0] for m in cut for c in fanned_out(m)] == [
+        r.id for r in [*records, big, *records]]
 
 
 def test_a_batch_message_reads_back_as_its_comments_in_their_lanes() -> None:
@@ -61,22 +92,15 @@ def test_a_batch_message_reads_back_as_its_comments_in_their_lanes() -> None:
     orjson.dumps([{"id": "comments:0:1", "comment": {"reviewBody": 3}}]),
     orjson.dumps([{"id": "comments:0:1", "recovered": "magic",
                    "comment": demo_rows(1, seed=42)[0]}]),
+    # This version's mark on what is not its message.
+    FANNED_OUT_MARK, FANNED_OUT_MARK + b"\x00\x00\x00\x09[1, 2, 3]",
+    pack({"id": ["comments:0:1"], "ts": [None]}, [b"{}", b"{}"], prefix=FANNED_OUT_MARK),
+    pack({"id": [3], "ts": [None]}, [b"{}"], prefix=FANNED_OUT_MARK),
+    pack({"id": [], "ts": []}, [], prefix=FANNED_OUT_MARK),
+    pack({"id": ["comments:0:1"], "ts": [None]}, [b"{}"], prefix=FANNED_OUT_MARK) + b"more",
 ])
 def test_anything_else_on_the_inference_topic_is_rejected_whole(value: bytes) -> None:
-    with pytest.raises(RejectedRecord) as rejected:
-        fanned_out(value)
-    assert rejected.value.reason == "invalid_json"
-
-
-def test_json_arrays_keep_the_order_and_stay_within_the_limit() -> None:
-    items = [orjson.dumps({"n": n, "pad": "x" * (n % 7) * 10}) for n in range(50)]
-    arrays = list(json_arrays(items, 200))
-    assert all(len(a) <= 200 for a in arrays)
-    assert [v for a in arrays for v in orjson.loads(a)] == [orjson.loads(i) for i in items]
-    big = b'"' + b"y" * 500 + b'"'
-    assert list(json_arrays([items[0], big, items[1]], 200)) == [
-        b"[" + items[0] + b"]", b"[" + big + b"]", b"[" + items[1] + b"]"]
-    assert list(json_arrays([], 200)) == []
+    assert fanned_out(value) == [(f"{INFERENCE}:1:7", None, "invalid_json")]
 
 
 async def read_topic(broker: str, topic: str) -> list[Any]:
@@ -132,7 +156,7 @@ def test_many_comments_in_batches_each_get_one_output_and_count_once(
             lane, offset = source_of(Incoming(message.value, INFERENCE, message.partition,
                                               message.offset, None), record_id)
             lanes[lane].append(offset)
-    assert sum(map(len, lanes.values())) == len(rows)
+    assert sum(map(len, lanes.values())) == len(values)  # the broken ones cross too
     assert all(offsets == sorted(offsets) for offsets in lanes.values())
 
 
@@ -220,3 +244,15 @@ def test_the_key_partitioner_is_kafkas_default_partitioner() -> None:
         partitions = list(range(count))
         assert [kafka_partition(key, partitions) for key in keys] == [
             DefaultPartitioner()(key, partitions, partitions) for key in keys]
+
+
+def test_a_message_is_within_the_limit_whatever_the_topic_names_and_numbers() -> None:
+    """The cut counts each comment's id, timestamp and length with its value: long topic
+    names and the largest numbers still fit."""
+    topic = "t" * 249  # Kafka's longest topic name
+    records = [Incoming(b"v" * (n % 50), topic, 2**31 - 1, 2**63 - 1 - n, 2**63 - 1)
+               for n in range(200)]
+    for limit in (600, 1000, 5000):
+        cut = list(fanned_out_messages(records, limit))
+        assert all(len(m) <= limit for m in cut), limit
+        assert [c[0] for m in cut for c in fanned_out(m)] == [r.id for r in records]

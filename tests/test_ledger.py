@@ -121,6 +121,7 @@ def test_one_offset_twice_in_a_batch_counts_once() -> None:
     entry = dict(tally.entries())["category:生鲜"]
     delta, upto = count_new(None, entry)
     assert delta["seen"] == 1 and delta["predicted"] == 1
+    assert delta["matched"] == 1  # the first copy's outcome counts
     assert upto == {lane: 12}
 
 

@@ -23,8 +23,8 @@ from murmurhash2 import murmurhash2
 
 from streamapp.pipeline.batchwork import BatchWork, records_to_frame
 from streamapp.pipeline.outbox import Outbox, aiokafka_producer
-from streamapp.pipeline.stats import BatchReport, BatchTally, Source
-from streamapp.records import Incoming, dead_letter
+from streamapp.pipeline.stats import BatchReport, BatchTally
+from streamapp.records import Incoming
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -33,28 +33,6 @@ log = logging.getLogger(__name__)
 
 
 EXIT_UNEXPECTED = 70  # EX_SOFTWARE
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-async def send_dead_letter(
-    app: StreamApp, record_id: str, reason: str, error: str, raw: bytes | None,
-    source_ts: int | None, source: Source, tally: BatchTally | None = None,
-) -> None:
-    """A dead letter; counted in `tally` when it is part of a batch (sent with the batch's
-    counts), else sent to the stats topic at once. `source`: what the tally dedupes it by."""
-    letter = dead_letter(record_id, reason, error, raw, source_ts=source_ts,
-                         failed_at=_now_ms(), max_value_bytes=app.settings.dlq_max_value_bytes)
-    await produce(app, app.dlq_topic, record_id, letter.model_dump_json().encode())
-    if tally is not None:
-        tally.add_dead_letter(reason, source)
-    else:
-        alone = BatchTally()
-        alone.add_dead_letter(reason, source)
-        await send_counts(app, alone.entries())
-    app.worker_stats.on_dead_letter(record_id, reason, error)
 
 
 def exit_without_commit(exc: BaseException) -> None:
@@ -73,6 +51,13 @@ async def produce(app: StreamApp, topic: TopicT, key: str, value: bytes) -> None
     serializing and future bookkeeping in Topic.send would be pure overhead here.
     """
     await aiokafka_producer(app).send(topic.get_topic_name(), value, key=key.encode())
+
+
+async def send_letters(app: StreamApp, work: BatchWork) -> None:
+    """A batch's dead letters to the producer (its counts go with the batch's)."""
+    for letter in work.letters:
+        await produce(app, app.dlq_topic, letter.record_id, letter.value)
+        app.worker_stats.on_dead_letter(letter.record_id, letter.reason, letter.error)
 
 
 async def send_counts(app: StreamApp, counts: list[tuple[str, dict[str, Any]]]) -> None:
@@ -196,9 +181,7 @@ async def infer_batch(app: StreamApp, kind: str, records: Sequence[Incoming],
     async with Outbox(app, app.results_topic.get_topic_name()) as results:
         for record_id, value in work.results:
             results.add(record_id.encode(), value)
-    for letter in work.letters:
-        await produce(app, app.dlq_topic, letter.record_id, letter.value)
-        app.worker_stats.on_dead_letter(letter.record_id, letter.reason, letter.error)
+    await send_letters(app, work)
     counted = None
     async with counts_turn:  # a lane's counts reach the tally in offset order (pipeline.ledger)
         if counts is not None:

@@ -20,11 +20,12 @@ import time
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from streamapp.decoding import decode_comment
+from streamapp.framing import unpack
 from streamapp.pipeline.ledger import source_of
 from streamapp.pipeline.stats import BatchTally, Source
 from streamapp.records import (
@@ -42,48 +43,81 @@ from streamapp.settings import Settings
 
 Decoded = tuple[str, int | None, Comment]  # comment id, source timestamp (ms), comment
 
-# The comments one record carries (raises RejectedRecord for the whole record).
-Decoder = Callable[[Settings, Incoming], list[Decoded]]
+
+class Rejected(NamedTuple):
+    """A comment, or a record whole, that cannot be predicted: its dead letter's makings."""
+
+    record_id: str
+    source_ts: int | None
+    value: bytes | None  # the original bytes
+    why: RejectedRecord
+
+
+# The comments one record carries, each decoded or rejected.
+Decoder = Callable[[Settings, Incoming], list[Decoded | Rejected]]
 
 # Scores a batch of the seed's reqDicts (streamapp.serving.service.InProcessModels.score).
 Score = Callable[[Sequence[dict[str, Any]]], Awaitable[BatchScores]]
 
+# What starts a fan-out message of this version: no JSON text starts with a NUL.
+FANNED_OUT_MARK = b"\x00SA2"
+
 _RECOVERIES = (None, *typing.get_args(Recovery))
 
 
-def decode_source(settings: Settings, record: Incoming) -> Decoded:
-    """A record of the comment topic: decode and validate (raises RejectedRecord)."""
-    comment = decode_comment(record.value, input_format=settings.input_format,
-                             separator=settings.separator,
-                             max_review_chars=settings.max_review_chars)
-    return record.id, record.timestamp_ms, comment
-
-
-def decode_direct(settings: Settings, record: Incoming) -> list[Decoded]:
-    """The direct path's decoder: a comment-topic record is one comment."""
-    return [decode_source(settings, record)]
-
-
-def decode_fanned_out(settings: Settings, record: Incoming) -> list[Decoded]:
-    """The comments of an inference-topic message, in the order the ingest agent read them:
-    a JSON array of `{"id", "ts", "comment", "recovered"?}`, or one such object (what workers
-    before batches wrote). Anything else there is a foreign producer's: RejectedRecord."""
+def decode_source(settings: Settings, record_id: str, source_ts: int | None,
+                  value: bytes | None) -> Decoded | Rejected:
+    """A comment as the comment topic carries it: decoded and validated, or rejected."""
     try:
-        parsed = orjson.loads(record.value or b"")
+        comment = decode_comment(value, input_format=settings.input_format,
+                                 separator=settings.separator,
+                                 max_review_chars=settings.max_review_chars)
+    except RejectedRecord as why:
+        return Rejected(record_id, source_ts, value, why)
+    return record_id, source_ts, comment
+
+
+def decode_direct(settings: Settings, record: Incoming) -> list[Decoded | Rejected]:
+    """The direct path's decoder: a comment-topic record is one comment."""
+    return [decode_source(settings, record.id, record.timestamp_ms, record.value)]
+
+
+def decode_fanned_out(settings: Settings, record: Incoming) -> list[Decoded | Rejected]:
+    """The comments of an inference-topic message, in the order the ingest agent read them.
+
+    This version's: FANNED_OUT_MARK, then the comments' ids, timestamps and values as read
+    from the comment topic (streamapp.framing), each decoded here as the direct path does.
+    Before it: a JSON array of `{"id", "ts", "comment", "recovered"?}` holding comments the
+    ingest agent had validated, or one such object (before batches); a rolling upgrade
+    finds all three. Anything else there is a foreign producer's: one dead letter for it."""
+    value = record.value or b""
+    try:
+        if value.startswith(FANNED_OUT_MARK):
+            header, values = unpack(value, len(FANNED_OUT_MARK))
+            ids, stamps = header["id"], header["ts"]
+            if len(ids) != len(values) or len(stamps) != len(values) or not values or \
+                    not all(_is_id_and_ts(i, ts) for i, ts in zip(ids, stamps, strict=True)):
+                raise ValueError("ids, timestamps and values that do not match")
+            return [decode_source(settings, record_id, ts, raw)
+                    for record_id, ts, raw in zip(ids, stamps, values, strict=True)]
+        parsed = orjson.loads(value)
         payloads = parsed if isinstance(parsed, list) else [parsed]
         if not payloads:
             raise ValueError("an empty array")
         return [_decoded(payload) for payload in payloads]
     except Exception as exc:
-        raise RejectedRecord(Reason.INVALID_JSON,
-                             f"not a streamapp inference record: {exc}") from None
+        return [Rejected(record.id, record.timestamp_ms, record.value, RejectedRecord(
+            Reason.INVALID_JSON, f"not a streamapp inference record: {exc}"))]
+
+
+def _is_id_and_ts(record_id: object, source_ts: object) -> bool:
+    # Checked: the id names the comment's lane and offset in the tables (source_of).
+    return isinstance(record_id, str) and (source_ts is None or type(source_ts) is int)
 
 
 def _decoded(payload: dict[str, Any]) -> Decoded:
     record_id, source_ts, recovered = payload["id"], payload.get("ts"), payload.get("recovered")
-    # Checked here: the id names the comment's lane and offset in the tables (source_of).
-    if not isinstance(record_id, str) or not (source_ts is None or type(source_ts) is int) \
-            or recovered not in _RECOVERIES:
+    if not _is_id_and_ts(record_id, source_ts) or recovered not in _RECOVERIES:
         raise ValueError(f"bad id, ts or recovered in {str(payload)[:200]}")
     return record_id, source_ts, Comment.model_validate(payload["comment"]).mark_recovered(
         recovered)
@@ -171,17 +205,16 @@ async def work_on(settings: Settings, score: Score, kind: str,
     items: list[Decoded] = []
     sources: list[Source] = []
     for record in records:
-        try:
-            decoded = decode(settings, record)
-        except RejectedRecord as rejected:
-            work.reject(settings, record.id, rejected.reason, rejected.error, record.value,
-                        record.timestamp_ms, source_of(record, record.id))
-            continue
-        for item in decoded:
+        for item in decode(settings, record):
+            source = source_of(record, item[0])
+            if isinstance(item, Rejected):
+                work.reject(settings, item.record_id, item.why.reason, item.why.error,
+                            item.value, item.source_ts, source)
+                continue
             items.append(item)
-            sources.append(source_of(record, item[0]))
+            sources.append(source)
             if item[2].recovered is not None:
-                work.tally.add_recovered(item[2].recovered, sources[-1])
+                work.tally.add_recovered(item[2].recovered, source)
     size = settings.batch_size
     # At least one call, so that a batch of dead letters still names the model version.
     chunks = [items[i:i + size] for i in range(0, len(items), size)] or [[]]

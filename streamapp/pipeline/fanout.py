@@ -1,75 +1,98 @@
-"""The fan-out hop's messages: the ingest agent writes a batch of valid comments to the
-inference topic, the inference agent (or the batch intake) reads them back as comments
-(streamapp.pipeline.batchwork.decode_fanned_out, beside the model).
+"""The fan-out hop's messages: the ingest agent writes a batch of comments, as read, to the
+inference topic; the inference agent (or the batch intake) reads them back as comments in the
+model process (streamapp.pipeline.batchwork.decode_fanned_out), which decodes, validates and
+dead-letters them as the direct path does.
 
 One message per inference partition per ingest batch, not one per comment: each Kafka message
 costs Faust's per-event path on both sides of the hop, which capped the default configuration
-at about a tenth of a plain aiokafka loop (issue #14). A message is a JSON array of the
-per-comment payloads `{"id", "ts", "comment", "recovered"?}`. Each comment goes to the
-partition a message keyed by its id would land in (Kafka's default partitioner), as when each
-was a message of its own: the ledger's lanes (streamapp.pipeline.ledger) stay what they were,
-and a comment partition's comments reach each inference partition in offset order.
-
-A single payload object, what workers before wrote, is read as one comment: a rolling upgrade
-finds both forms on the topic. Anything else there is a foreign producer's: one dead letter.
+at about a tenth of a plain aiokafka loop (issue #14). A message is `FANNED_OUT_MARK`, then
+the comments' ids, timestamps and values (streamapp.framing): the ingest agent neither
+decodes nor encodes a comment, the event loop's work per comment is its partition. Each
+comment goes to the partition a message keyed by its id would land in (Kafka's default
+partitioner), as when each was a message of its own: the ledger's lanes (streamapp.pipeline.
+ledger) stay what they were, and a comment partition's comments reach each inference
+partition in offset order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
-
-from streamapp.pipeline.batches import key_partitioner, send_counts, send_dead_letter
-from streamapp.pipeline.batchwork import decode_source
+from streamapp.decoding import check_size
+from streamapp.framing import pack
+from streamapp.pipeline.batches import key_partitioner, send_counts, send_letters
+from streamapp.pipeline.batchwork import FANNED_OUT_MARK, BatchWork
 from streamapp.pipeline.ledger import source_of
 from streamapp.pipeline.outbox import aiokafka_producer
-from streamapp.pipeline.stats import BatchTally
-from streamapp.records import Incoming, RejectedRecord
+from streamapp.records import Incoming, Reason, RejectedRecord
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
 
+
 async def ingest_batch(app: StreamApp, records: Sequence[Incoming]) -> None:
-    """Decode and validate a batch of comments: the valid ones to the inference topic, one
-    message per partition; the others dead letters, their counts in one stats message."""
+    """A batch of comments to the inference topic, one message per partition (more when one
+    would be larger than the producer may send); a value too large to cross, a dead letter
+    here, counted in one stats message."""
     topic = app.inference_topic.get_topic_name()
     partition_of = await key_partitioner(app, topic)
-    tally = BatchTally()
-    by_partition: dict[int, list[bytes]] = {}
+    limit = app.conf.producer_max_request_size // 2  # headroom for the batch's framing
+    oversized = BatchWork()
+    by_partition: dict[int, list[Incoming]] = {}
     for record in records:
         try:
-            record_id, source_ts, comment = decode_source(app.settings, record)
-        except RejectedRecord as rejected:
-            await send_dead_letter(app, record.id, rejected.reason, rejected.error,
-                                   record.value, record.timestamp_ms,
-                                   source_of(record, record.id), tally)
+            _check_crossing(record, app.settings.max_review_chars, limit)
+        except RejectedRecord as why:
+            oversized.reject(app.settings, record.id, why.reason, why.error, record.value,
+                             record.timestamp_ms, source_of(record, record.id))
             continue
-        # vars(): the validated fields as they are (model_dump() copies them, far slower).
-        payload: dict[str, Any] = {"id": record_id, "ts": source_ts, "comment": vars(comment)}
-        if comment.recovered is not None:
-            payload["recovered"] = comment.recovered
-        by_partition.setdefault(partition_of(record_id.encode()), []).append(
-            orjson.dumps(payload))
+        by_partition.setdefault(partition_of(record.id.encode()), []).append(record)
     producer = aiokafka_producer(app)
-    limit = app.conf.producer_max_request_size // 2  # headroom for the batch's framing
-    for partition, payloads in by_partition.items():
-        for value in json_arrays(payloads, limit):
+    for partition, held in by_partition.items():
+        for value in fanned_out_messages(held, limit):
             await producer.send(topic, value, partition=partition)
-    entries = tally.entries()
-    if entries:
-        await send_counts(app, entries)
+    if oversized.letters:
+        await send_letters(app, oversized)
+        await send_counts(app, oversized.tally.entries())
 
 
-def json_arrays(items: Sequence[bytes], limit: int) -> Iterator[bytes]:
-    """JSON arrays of the encoded `items` in order, each at most `limit` bytes (an item
-    larger than that alone), so that no message grows past what the producer may send."""
-    start, size = 0, 2
-    for i, item in enumerate(items):
-        if i > start and size + len(item) + 1 > limit:
-            yield b"[" + b",".join(items[start:i]) + b"]"
-            start, size = i, 2
-        size += len(item) + 1
-    if start < len(items):
-        yield b"[" + b",".join(items[start:]) + b"]"
+def _check_crossing(record: Incoming, max_review_chars: int, limit: int) -> None:
+    """RejectedRecord for a value the hop cannot or need not carry: too large for any review
+    (decoding's own first check), or for a message of the inference topic."""
+    if record.value:
+        check_size(record.value, max_review_chars)
+        if _PER_MESSAGE_BYTES + _share(record) > limit:
+            raise RejectedRecord(
+                Reason.TOO_LARGE, f"the value is {len(record.value)} bytes, more than a "
+                f"message of the inference topic may carry ({limit} bytes, half the "
+                "producer's max_request_size)")
+
+
+# A message's bytes besides its values (the mark, the header's keys), and a comment's besides
+# its value and topic name (its id's partition and offset, timestamp, length), at most.
+_PER_MESSAGE_BYTES = 64
+_PER_COMMENT_BYTES = 80
+
+
+def _share(record: Incoming) -> int:
+    return len(record.value or b"") + len(record.topic) + _PER_COMMENT_BYTES
+
+
+def fanned_out_messages(records: Sequence[Incoming], limit: int) -> Iterator[bytes]:
+    """The records in order, as messages of at most `limit` bytes each (a record larger than
+    that alone: the ingest agent dead-letters those)."""
+    start, size = 0, _PER_MESSAGE_BYTES
+    for i, record in enumerate(records):
+        share = _share(record)
+        if i > start and size + share > limit:
+            yield _message(records[start:i])
+            start, size = i, _PER_MESSAGE_BYTES
+        size += share
+    if start < len(records):
+        yield _message(records[start:])
+
+
+def _message(records: Sequence[Incoming]) -> bytes:
+    return pack({"id": [r.id for r in records], "ts": [r.timestamp_ms for r in records]},
+                [r.value for r in records], prefix=FANNED_OUT_MARK)

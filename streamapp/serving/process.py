@@ -2,8 +2,8 @@
 
 The worker starts its model process program (`python -m streamapp.pipeline.model_process`,
 streamapp.serving.child running the pipeline's job) with one end of a socket pair; over it go
-frames (never pickle): a JSON header, then the binary values it names (a record's value, a
-result), without JSON escaping or base64:
+frames (never pickle), each its length and then a JSON header with the binary values it
+names (a record's value, a result; streamapp.framing):
 
     worker -> child   {"op": "work", "id": 7, ...the job's header}  + values
                       {"op": "reload", "id": 8}
@@ -33,16 +33,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
+from streamapp.framing import pack, unpack
 from streamapp.serving.outcomes import ModelStartError
 from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct("!II")  # the header's length, the values' length
+_LENGTH = struct.Struct("!I")
 STOP_WAIT_S = 10.0
-_NONE = -1  # a value's length when there is no value (a tombstone)
 
 Blobs = Sequence[bytes | None]
 Frame = tuple[dict[str, Any], list[bytes | None]]
@@ -54,27 +52,14 @@ class ModelProcessGone(RuntimeError):
 
 async def read_frame(reader: asyncio.StreamReader) -> Frame:
     """One frame: its header and values; raises asyncio.IncompleteReadError at end of file."""
-    header_length, body_length = _HEAD.unpack(await reader.readexactly(_HEAD.size))
-    message = orjson.loads(await reader.readexactly(header_length))
-    body = await reader.readexactly(body_length) if body_length else b""
-    blobs: list[bytes | None] = []
-    at = 0
-    for length in message.pop("blobs", ()):
-        if length == _NONE:
-            blobs.append(None)
-        else:
-            blobs.append(body[at:at + length])
-            at += length
-    return message, blobs
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return unpack(await reader.readexactly(length))
 
 
 def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any], blobs: Blobs = ()) -> None:
     """Whole frames in one write, so concurrent writers never interleave."""
-    if blobs:
-        message = {**message, "blobs": [_NONE if b is None else len(b) for b in blobs]}
-    header = orjson.dumps(message, default=str)
-    body = b"".join(b for b in blobs if b)
-    writer.write(b"".join((_HEAD.pack(len(header), len(body)), header, body)))
+    payload = pack(message, blobs)
+    writer.write(_LENGTH.pack(len(payload)) + payload)
 
 
 class ModelProcess:

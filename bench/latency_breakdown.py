@@ -21,6 +21,7 @@ import orjson
 
 from bench.measures import feed_and_read, load_comments, running_pipeline, steady_values
 from streamapp.edges.clients import follow
+from streamapp.settings import Settings
 
 COMMENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "comments.jsonl"
 
@@ -59,7 +60,7 @@ def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]
         if record_id in fanned_at:
             to_fanout.append(fanned_at[record_id] - timing["source_ts"])
             to_batch.append(batch_start - fanned_at[record_id])
-    goal = 50 + 2000 * agents["model_seconds"] / max(agents["batches"], 1)
+    goal = Settings().batch_wait_ms + 2000 * agents["model_seconds"] / max(agents["batches"], 1)
     print(f"settings {settings or 'default'}, {rate:g} comments/s for {seconds:g} s, "
           f"{len(total)} results, mean batch {agents['mean_batch_size']}, goal {goal:.0f} ms")
     print(f"  end to end                      {percentiles(total)}")

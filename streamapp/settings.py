@@ -90,7 +90,10 @@ class Settings(BaseModel):
     batch_size: int = Field(64, ge=1, le=4096, description="most comments in one model batch")
     pipeline_depth: int = Field(2, ge=1, le=8,
                                 description="batches in flight (1 = one after another)")
-    batch_wait_ms: int = Field(50, ge=0, le=60_000, description="longest wait to fill a batch")
+    # 5, not 50: a take yields what came within it, and a batch waits for a free model slot
+    # (STREAMAPP_PIPELINE_DEPTH), so under load batches fill while the model works; waiting
+    # longer for a fuller batch only added latency at low rates (BENCHMARKS.md, Probes).
+    batch_wait_ms: int = Field(5, ge=0, le=60_000, description="longest wait to fill a batch")
     counts_window_ms: int = Field(
         250, ge=0, le=10_000, description="consecutive batches' counts merged for this long, "
                                           "then sent to the tables (0 = each batch's own)")

@@ -27,7 +27,7 @@ def test_defaults() -> None:
     assert settings.results_topic == "sku-matches"
     assert settings.dlq_topic == "comments-dlq"
     assert settings.batch_size == 64
-    assert settings.batch_wait_ms == 50
+    assert settings.batch_wait_ms == 5
     assert settings.max_tokens == 64
     assert settings.match_threshold == 0.5
     assert settings.device == "auto"

@@ -29,16 +29,25 @@ def pack(header: dict[str, Any], values: Values = (), prefix: bytes = b"") -> by
     return b"".join((prefix, _HEADER_LENGTH.pack(len(head)), head, *[v for v in values if v]))
 
 
-def unpack(data: bytes, start: int = 0) -> tuple[dict[str, Any], list[bytes | None]]:
-    """The header and values of what `pack` wrote from `start` on (past a prefix); ValueError
-    for anything else."""
+def header_of(data: bytes, start: int = 0) -> tuple[dict[str, Any], int]:
+    """The header (with "lengths") of what `pack` wrote from `start` on, and where its values
+    begin; ValueError for anything else."""
     try:
         (length,) = _HEADER_LENGTH.unpack_from(data, start)
         at = start + _HEADER_LENGTH.size + length
         header = orjson.loads(data[start + _HEADER_LENGTH.size:at])
-        lengths = header.pop("lengths")
-    except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        if not isinstance(header.get("lengths"), list):
+            raise TypeError("no value lengths")
+    except (struct.error, orjson.JSONDecodeError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a framed message: {exc!r}") from None
+    return header, at
+
+
+def unpack(data: bytes, start: int = 0) -> tuple[dict[str, Any], list[bytes | None]]:
+    """The header and values of what `pack` wrote from `start` on (past a prefix); ValueError
+    for anything else."""
+    header, at = header_of(data, start)
+    lengths = header.pop("lengths")
     values: list[bytes | None] = []
     for n in lengths:
         if n == _NO_VALUE:

@@ -256,3 +256,14 @@ def test_a_message_is_within_the_limit_whatever_the_topic_names_and_numbers() ->
         cut = list(fanned_out_messages(records, limit))
         assert all(len(m) <= limit for m in cut), limit
         assert [c[0] for m in cut for c in fanned_out(m)] == [r.id for r in records]
+
+
+def test_the_worker_counts_a_messages_comments_from_its_header() -> None:
+    """How the batch path cuts inference records into model batches of batch_size comments."""
+    from streamapp.pipeline.batchwork import comments_in
+
+    records = [Incoming(b"{}", "comments", 0, n, None) for n in range(7)]
+    [message] = fanned_out_messages(records, 10_000)
+    assert comments_in(message) == 7
+    old = orjson.dumps([payload("comments:0:1", demo_rows(1, seed=45)[0])] * 3)
+    assert [comments_in(v) for v in (old, b"", None, FANNED_OUT_MARK + b"garbage")] == [1] * 4

@@ -21,7 +21,7 @@ import orjson
 from faust.types import TopicT
 from murmurhash2 import murmurhash2
 
-from streamapp.pipeline.batchwork import BatchWork, records_to_frame
+from streamapp.pipeline.batchwork import BatchWork, comments_in, records_to_frame
 from streamapp.pipeline.outbox import Outbox, aiokafka_producer
 from streamapp.pipeline.stats import BatchReport, BatchTally
 from streamapp.records import Incoming
@@ -162,12 +162,6 @@ class Turn:
         self._ended.set()
 
 
-# A fanned-out record carries the comments of an ingest batch: a batch of them for the model
-# process is cut at about STREAMAPP_BATCH_SIZE comments' bytes (a comment of the shared data
-# is ~470 bytes of JSON), so that what is in flight stays near `depth` model batches.
-FANNED_OUT_BYTES_PER_COMMENT = 512
-
-
 async def infer_batch(app: StreamApp, kind: str, records: Sequence[Incoming],
                       counts_turn: Turn, counts: CountsBuffer | None = None,
                       ) -> asyncio.Future[None] | None:
@@ -216,9 +210,8 @@ class BatchPipeline:
     """Up to `depth` batches in flight: while the model process computes one, the event loop
     reads the next and produces the previous one's outputs.
 
-    A submitted batch of records goes to the model in batches of at most batch_size records
-    (for inference-topic records, each a whole ingest batch's comments for its partition, of
-    about batch_size comments' bytes).
+    A submitted batch of records goes to the model in batches of at most batch_size comments
+    (an inference-topic record holds a whole ingest batch's comments for its partition).
     `done` runs once all of them have handed every result and dead letter to the producer:
     the caller lets the records' offsets be committed then, and not before (at-least-once, as
     with depth 1). Batches may finish out of order, but each sends its counts only after the
@@ -236,16 +229,21 @@ class BatchPipeline:
 
     async def submit(self, records: list[Incoming], done: Callable[[], None]) -> None:
         size = self.app.settings.batch_size
-        most_bytes = (size * FANNED_OUT_BYTES_PER_COMMENT if self.kind == "fanned_out"
-                      else float("inf"))
+        fanned_out = self.kind == "fanned_out"
         countdown = _Countdown(done)
         batch: list[Incoming] = []
-        held = 0
+        held = 0  # comments in `batch`
         try:
             for record in records:
+                # An inference-topic record holds an ingest batch's comments for its partition:
+                # batches of whole messages of at most batch_size comments (one larger alone).
+                comments = comments_in(record.value) if fanned_out else 1
+                if batch and held + comments > size:
+                    await self._start(batch, countdown)
+                    batch, held = [], 0
                 batch.append(record)
-                held += len(record.value or b"")
-                if len(batch) >= size or held >= most_bytes:
+                held += comments
+                if held >= size:
                     await self._start(batch, countdown)
                     batch, held = [], 0
             if batch:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from streamapp.decoding import decode_comment
-from streamapp.framing import unpack
+from streamapp.framing import header_of, unpack
 from streamapp.pipeline.ledger import source_of
 from streamapp.pipeline.stats import BatchTally, Source
 from streamapp.records import (
@@ -108,6 +108,17 @@ def decode_fanned_out(settings: Settings, record: Incoming) -> list[Decoded | Re
     except Exception as exc:
         return [Rejected(record.id, record.timestamp_ms, record.value, RejectedRecord(
             Reason.INVALID_JSON, f"not a streamapp inference record: {exc}"))]
+
+
+def comments_in(value: bytes | None) -> int:
+    """How many comments an inference-topic message holds, from its header alone (1 for a
+    message of an earlier form or a foreign one: each is read whole on the other side)."""
+    if value and value.startswith(FANNED_OUT_MARK):
+        try:
+            return max(1, len(header_of(value, len(FANNED_OUT_MARK))[0]["lengths"]))
+        except ValueError:
+            return 1
+    return 1
 
 
 def _is_id_and_ts(record_id: object, source_ts: object) -> bool:

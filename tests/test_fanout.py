@@ -265,5 +265,9 @@ def test_the_worker_counts_a_messages_comments_from_its_header() -> None:
     records = [Incoming(b"{}", "comments", 0, n, None) for n in range(7)]
     [message] = fanned_out_messages(records, 10_000)
     assert comments_in(message) == 7
+    # At most a model batch of comments a message, in order.
+    cut = list(fanned_out_messages(records, 10_000, most=3))
+    assert [comments_in(m) for m in cut] == [3, 3, 1]
+    assert [c[0] for m in cut for c in fanned_out(m)] == [r.id for r in records]
     old = orjson.dumps([payload("comments:0:1", demo_rows(1, seed=45)[0])] * 3)
     assert [comments_in(v) for v in (old, b"", None, FANNED_OUT_MARK + b"garbage")] == [1] * 4

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ from streamapp.records import (
     result_json,
 )
 from streamapp.serving.outcomes import BatchScores, ModelFailure, Scored
+from streamapp.serving.service import Score  # InProcessModels.score
 from streamapp.settings import Settings
 
 Decoded = tuple[str, int | None, Comment]  # comment id, source timestamp (ms), comment
@@ -55,9 +56,6 @@ class Rejected(NamedTuple):
 
 # The comments one record carries, each decoded or rejected.
 Decoder = Callable[[Settings, Incoming], list[Decoded | Rejected]]
-
-# Scores a batch of the seed's reqDicts (streamapp.serving.service.InProcessModels.score).
-Score = Callable[[Sequence[dict[str, Any]]], Awaitable[BatchScores]]
 
 # What starts a fan-out message of this version: no JSON text starts with a NUL.
 FANNED_OUT_MARK = b"\x00SA2"
@@ -252,7 +250,7 @@ def _encode(settings: Settings, work: BatchWork, items: Sequence[Decoded],
         compute_ms = round((timing.preprocess_s + timing.process_s) * 1000, 3)
         chunk_items = items[at:at + len(chunk.outcomes)]
         for (record_id, source_ts, comment), outcome, source in zip(
-                chunk_items, chunk.outcomes, sources[at:], strict=False):
+                chunk_items, chunk.outcomes, sources[at:at + len(chunk_items)], strict=True):
             categories = comment.categories
             path = path_of(categories)
             if isinstance(outcome, ModelFailure):

@@ -30,10 +30,9 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-from streamapp.framing import pack, unpack
+from streamapp.framing import Values, pack, unpack
 from streamapp.serving.outcomes import ModelStartError
 from streamapp.settings import Settings
 
@@ -42,7 +41,7 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct("!I")
 STOP_WAIT_S = 10.0
 
-Blobs = Sequence[bytes | None]
+Blobs = Values  # a frame's binary values (streamapp.framing)
 Frame = tuple[dict[str, Any], list[bytes | None]]
 
 

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 # What runs beside the model on a "work" frame: given how to score a batch of the seed's
 # reqDicts (InProcessModels.score), the settings, and the frame's header and values, the
 # reply's. The data path's: streamapp.pipeline.batchwork.answer_work. It must not raise.
-Job = Callable[[Callable[[Sequence[dict[str, Any]]], Awaitable[BatchScores]], Settings,
-                dict[str, Any], Blobs], Awaitable[Frame]]
+Score = Callable[[Sequence[dict[str, Any]]], Awaitable[BatchScores]]
+Job = Callable[[Score, Settings, dict[str, Any], Blobs], Awaitable[Frame]]
 
 
 class ModelService(Protocol):

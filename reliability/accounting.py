@@ -245,16 +245,29 @@ def table_counts(workers: list[WorkerProcess], at_least: int,
         time.sleep(1.0)
 
 
-async def stats_topic_counts(broker: str, idle_timeout: float = 2.0) -> Counter[str]:
+async def stats_topic_counts(broker: str, idle_timeout: float = 2.0,
+                             dump: Path | None = None) -> Counter[str]:
     """First-level category -> sum of the `seen` counts on the stats topic: what the tables
-    would hold had the tally applied every count message exactly once."""
+    would hold had the tally applied every count message exactly once. `dump`: a JSON-lines
+    file of every stats message as read (partition, offset, entries), to replay the tally by
+    hand when a table is off."""
     counts: Counter[str] = Counter()
-    async for record in follow(broker, [STATS], idle_timeout=idle_timeout):
-        for key, entry in stats_entries(record.key, record.value).items():
-            kind, name = split_key(key)
-            if kind == CATEGORY:
-                counts[name] += int(entry.get("seen", 0))
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(dump.open("wb")) if dump is not None else None
+        async for record in follow(broker, [STATS], idle_timeout=idle_timeout):
+            entries = stats_entries(record.key, record.value)
+            if out is not None:
+                out.write(orjson.dumps({"partition": record.partition, "offset": record.offset,
+                                        "entries": entries}) + b"\n")
+            _add_seen(counts, entries)
     return counts
+
+
+def _add_seen(counts: Counter[str], entries: dict[str, dict[str, Any]]) -> None:
+    for key, entry in entries.items():
+        kind, name = split_key(key)
+        if kind == CATEGORY:
+            counts[name] += int(entry.get("seen", 0))
 
 
 def check_tables(report: ReliabilityReport, table: Counter[str] | None,

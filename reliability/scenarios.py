@@ -362,7 +362,8 @@ def run_scenario(model_dir: str | Path, *, fault: str = "kill9", records: int = 
             # rebalance (a killed member's session expiring) can still replay batches, whose
             # duplicate results come after the first reading and must add nothing.
             table = table_counts(run.live(), sum(distinct.values()))
-            stats = asyncio.run(stats_topic_counts(run.broker.url))
+            stats = asyncio.run(stats_topic_counts(run.broker.url,
+                                                     dump=run.workdir / "stats-topic.jsonl"))
             everything = asyncio.run(collect_outputs(run.broker.url, set(ids), timeout=30.0,
                                                      settle=2.0))
             distinct, replayed = oracle_counts(set(ids), everything)

@@ -27,8 +27,7 @@ from faust.types import EventT, StreamT, TopicT
 from streamapp.pipeline.batches import BatchPipeline, exit_without_commit
 from streamapp.pipeline.chunks import incoming_records
 from streamapp.pipeline.fanout import ingest_batch
-from streamapp.pipeline.ledger import apply_entry
-from streamapp.pipeline.stats import merge_counts, stats_entries
+from streamapp.pipeline.tally import stats_order, tally_event
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp
@@ -102,16 +101,11 @@ def register(app: StreamApp) -> None:
 
     @app.agent(app.stats_topic, name="tally")
     async def tally(stream: StreamT[Any]) -> None:
-        """Add each batch's counts to the tables totals and per-minute, each comment once."""
-        # `totals` knows what each key has counted (streamapp.pipeline.ledger): a replayed
-        # batch, however cut, adds nothing, and the per-minute table gets only what it added.
+        """Add each batch's counts to the tables totals and per-minute, each comment once,
+        each stats partition's messages in offset order (streamapp.pipeline.tally)."""
+        order = stats_order(app)
         async for event in stream.events():
-            offset = event.message.offset
-            for name, entry in stats_entries(event.key, event.value).items():
-                value, added = apply_entry(app.totals[name], entry, offset)
-                app.totals[name] = value
-                if added:
-                    app.per_minute[name] = merge_counts(app.per_minute[name].value(), added)
+            await tally_event(app, order, event)
 
     if settings.reload_interval_s > 0 and settings.model_version is None:
         @app.timer(settings.reload_interval_s, name="model-reload")

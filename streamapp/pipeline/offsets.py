@@ -164,6 +164,15 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
             return None
         return committed, position
 
+    async def next_to_read(self, topic: str, partition: int) -> int:
+        """Where this generation starts reading a partition: its committed offset (Faust
+        keeps None for 0), or the log's start where none is (seek_to_committed)."""
+        tp = TP(topic, partition)
+        committed = self._committed_offset.get(tp)
+        if committed is not None:
+            return committed
+        return (await self.earliest_offsets(tp)).get(tp) or 0
+
     def _held(self, tp: TP) -> set[int]:
         """Offsets of `tp` delivered and not yet acked: held by a stream, or in a channel's
         queue on the way to one (a chunk holds all of its offsets). A record the fetch loop is

@@ -9,7 +9,13 @@ streamapp-stats:1`; the three category keys of that partition 55 short of the to
 commit then waits at the hole, and the records come again after LOST_RECORD_GRACE_S
 (streamapp.pipeline.offsets) or with the next assignment's seek. Applied on arrival, they
 were skipped as counted. So the tally applies a partition's messages strictly one offset
-after the other (`InOrder`): a message past a hole is held, unacked, until the hole fills.
+after the other (`InOrder`): a message past a hole is held until the hole fills.
+
+A held message is acked as it arrives: the commit cannot pass the hole (SafeOffsetConsumer
+commits only unbroken runs of acked offsets), and once the hole's messages are acked, those
+held after them are applied already, in the same step. Held unacked, they would stop a
+rebalance: Faust waits for every delivered message to be acked before it gives partitions up
+(`stream_wait_empty`), and the hole is fetched again only after the rebalance.
 
 The stats topic has no holes of its own under at-least-once (it is neither compacted nor
 written in transactions). Under STREAMAPP_GUARANTEE=exactly_once its transaction markers
@@ -53,9 +59,8 @@ class InOrder:
     """Per partition of one topic: which events to apply, in offset order, each offset once.
 
     `arrange(event)` returns the events to apply now: none for a replay (an offset applied
-    already) or for one past a hole (held, with one more reference, so that its offset is not
-    committed); the event and the held ones that follow it once it fills the hole. Held
-    events are acked here once applied (`release`). The first offset of a partition is where
+    already) or for one past a hole (held); the event and the held ones that follow it once
+    it fills the hole. The first offset of a partition is where
     the consumer starts it (`start_of`: its committed offset); the state is dropped at each
     new consumer generation, whose seek starts every partition again at its committed offset.
     """
@@ -103,9 +108,7 @@ class InOrder:
         now = time.monotonic()
         if state.hole_since is None:
             state.hole_since = now
-        if offset not in state.held:
-            event.message.incref()  # unacked until applied: the commit stays at the hole
-            state.held[offset] = event
+        state.held.setdefault(offset, event)
         if now - state.warned_at >= HOLE_WARNING_EVERY_S:
             state.warned_at = now
             log.warning("%s:%s: offset %s arrived before %s; holding %s messages until the "
@@ -123,21 +126,12 @@ class InOrder:
         state.hole_since = None
         return ready
 
-    @staticmethod
-    def release(applied: list[EventT], current: EventT) -> None:
-        """Ack the held events among `applied` (the stream acks `current` itself)."""
-        for event in applied:
-            if event is not current:
-                event.ack()
-
 
 async def tally_event(app: StreamApp, order: InOrder | None, event: EventT) -> None:
     """Apply one stats event (and the held ones it frees) to the tables."""
     ready = [event] if order is None else await order.arrange(event)
     for applied in ready:
         _apply(app, applied.message.offset, applied.key, applied.value)
-    if order is not None:
-        order.release(ready, event)
 
 
 def _apply(app: StreamApp, offset: int, key: bytes | None, value: Any) -> None:

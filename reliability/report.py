@@ -143,7 +143,9 @@ ranges for times and memory):
   counts that replayed batches sent again and the tally skipped; in brackets the outputs beyond
   the first per id that the topics show for those replays.
 - **tables ok**: every category's table count equals its distinct ids (nothing missing,
-  nothing twice).
+  nothing twice). When it fails, the run's folder holds `stats-topic.jsonl`, the stats topic
+  as read, to replay the tally by hand: so the join_leave failure CI met was traced to stats
+  messages applied after later ones of their partition (streamapp/pipeline/tally.py).
 - **rejoins**: `Joined group` lines beyond one per worker start: every rebalance makes every
   member join again (kill -9 leaves a dead member until its session expires: one more).
   For `slow_model`, 0 means the group never dropped the worker.

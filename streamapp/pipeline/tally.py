@@ -77,6 +77,11 @@ class InOrder:
         generation = self._generation()
         if generation != self._seen_generation:
             self._seen_generation = generation
+            for partition, state in self._partitions.items():
+                if state.held:
+                    log.info("partition %s: a new consumer generation; the %s messages held "
+                             "past offset %s come again from the committed offset", partition,
+                             len(state.held), state.next_offset)
             self._partitions.clear()  # held events of the old generation: fetched again
         message = event.message
         state = self._partitions.get(message.partition)

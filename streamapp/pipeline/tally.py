@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 # Messages held past one partition's hole, at most: beyond it the hole is given up on (its
 # counts are lost to the tables, with an error in the log) rather than hold memory without
-# bound. At a window's message per partition every 100 ms, about 15 minutes' worth.
+# bound. At a message per partition every counts window (250 ms) from each of four
+# workers, about ten minutes' worth.
 MOST_HELD = 10_000
 HOLE_WARNING_EVERY_S = 30.0
 
@@ -60,9 +61,9 @@ class InOrder:
 
     `arrange(event)` returns the events to apply now: none for a replay (an offset applied
     already) or for one past a hole (held); the event and the held ones that follow it once
-    it fills the hole. The first offset of a partition is where
-    the consumer starts it (`start_of`: its committed offset); the state is dropped at each
-    new consumer generation, whose seek starts every partition again at its committed offset.
+    it fills the hole. The first offset of a partition is where the consumer starts it
+    (`start_of`: its committed offset); the state is dropped at each new consumer
+    generation, whose seek starts every partition again at its committed offset.
     """
 
     def __init__(self, start_of: Callable[[int], Awaitable[int]],

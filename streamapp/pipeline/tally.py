@@ -4,8 +4,9 @@ message once and, per stats partition, in offset order.
 The ledger (streamapp.pipeline.ledger) skips what a key has counted before by its marks, so a
 stats message applied after a later one of its partition would lose counts it never added.
 The consumer can hand a partition's records over with a hole: around an assignment a fetch
-may be dropped and later offsets delivered (CI, `join_leave`: `offset jump on
-streamapp-stats:1`; the three category keys of that partition 55 short of the topics); the
+may be dropped and later offsets delivered (`join_leave` here: `offset jump on
+streamapp-stats:2: read offset 30, next record 33`, that partition's keys 90 short of the
+topics, the counts of offsets 30 to 32; in CI the keys of one partition 55 short); the
 commit then waits at the hole, and the records come again after LOST_RECORD_GRACE_S
 (streamapp.pipeline.offsets) or with the next assignment's seek. Applied on arrival, they
 were skipped as counted. So the tally applies a partition's messages strictly one offset

@@ -72,6 +72,7 @@ from streamapp.pipeline.chunks import (
     split_fetch,
 )
 from streamapp.pipeline.fetching import FetchWaitConsumerThread
+from streamapp.pipeline.holes import DeliveryOrder
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,12 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         self._resume_after_seek: set[TP] = set()  # stream partitions waiting for their seek
         self._seek_due_generation: int | None = None  # assigned, not yet sought to committed
         self.fetched_again: collections.Counter[str] = collections.Counter()  # per topic
-        # Fetch chunks (streamapp.pipeline.chunks): the topics delivered so, the chunk size,
-        # and per partition the first offset of the chunk being delivered.
+        # Fetch chunks (streamapp.pipeline.chunks): topics, size, each partition's first.
         settings = self.app.settings
         self._chunked_topics = {settings.comments_topic} if settings.chunked_comments else set()
         self._chunk_size = settings.batch_size
         self._chunk_first: dict[TP, int] = {}
+        self._order = None if FAUST_GAPS or self._real_gaps else DeliveryOrder()  # holes.py
 
     def track_message(self, message: Any) -> None:
         super().track_message(message)
@@ -165,8 +166,7 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         return committed, position
 
     async def next_to_read(self, topic: str, partition: int) -> int:
-        """Where this generation starts reading a partition: its committed offset (Faust
-        keeps None for 0), or the log's start where none is (seek_to_committed)."""
+        """Where this generation reads a partition from: committed, or the log's start."""
         tp = TP(topic, partition)
         committed = self._committed_offset.get(tp)
         if committed is not None:
@@ -238,11 +238,25 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         return False
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        order, again = self._order, set()  # partitions sought back: the rest comes again
         async for tp, message in super().getmany(timeout):
+            if tp in again:
+                continue
             # A partition being read again is never chunked (_wait_next_records).
-            if not (self._refetching and not isinstance(message, ChunkMessage)
+            if (self._refetching and not isinstance(message, ChunkMessage)
                     and self.skip_refetched(tp, message.offset)):
+                if order is not None:
+                    order.passed(tp, (message.offset,))
+            elif order is None or (back := order.admit(tp, message_offsets(message))) is None:
                 yield tp, message
+            else:
+                again.add(tp)
+                await self.seek(tp, back)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        if self._order is not None and not self._is_changelog_tp(partition):
+            self._order.sought(partition, offset)
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         """A fetch, the chunked topics' records as chunks (streamapp.pipeline.chunks): Faust's
@@ -325,12 +339,16 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         committed = await super().seek_to_committed()
         if FAUST_GAPS:
             return committed
-        uncommitted = [tp for tp in (TP(p.topic, p.partition) for p, offset in committed.items()
-                                     if offset is None or offset <= 0)
-                       if not self._is_changelog_tp(tp)]
-        if uncommitted:
-            for tp, start in (await self.earliest_offsets(*uncommitted)).items():
-                await self._seek(tp, start)
+        starts = {TP(p.topic, p.partition): offset for p, offset in committed.items()
+                  if not self._is_changelog_tp(TP(p.topic, p.partition))}
+        uncommitted = [tp for tp, offset in starts.items() if offset is None or offset <= 0]
+        for tp, start in ((await self.earliest_offsets(*uncommitted)) if uncommitted
+                          else {}).items():
+            await self._seek(tp, start)
+            starts[tp] = start
+        for tp, start in starts.items():
+            if self._order is not None and start is not None:
+                self._order.sought(tp, start)
         return committed
 
     async def perform_seek(self) -> None:
@@ -348,12 +366,13 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
         for tp in revoked:
             self._lost_since.pop(tp, None)
             self._refetching.pop(tp, None)
+        if self._order is not None:
+            self._order.forget(revoked)
         if not FAUST_GAPS and not (self.should_stop or self.app.should_stop):
             # Faust forgets the revoked partitions' acks before the app commits (after its
-            # agents drain), so what was processed since the last periodic commit went to the
-            # next owner to process again. Commit it now (the producer is flushed first). Not
-            # when stopping: the stop has committed already, and the broker may be going too
-            # (Ctrl-C in `make run` reaches both), where a commit would wait for it.
+            # agents drain): what was processed since the last commit went to the next owner
+            # to process again. Commit it now (the producer is flushed first); not when
+            # stopping: the stop has committed, and the broker may be going too (Ctrl-C).
             try:
                 await asyncio.wait_for(self.commit(revoked), REVOKE_COMMIT_TIMEOUT_S)
             except Exception as exc:  # the next owner then replays it, as before
@@ -383,8 +402,8 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
             # Faust's gap includes `offset_to`, the record just arrived and not processed yet.
             await super()._add_gap(tp, offset_from, offset_to - 1)
             return
-        # Do not count unseen offsets as acked: if the records were delivered they will be
-        # acked when processed; if not, the commit stays before them and they are replayed.
+        # Unseen offsets are not acked: delivered, they are acked when processed; if not
+        # (streamapp.pipeline.holes fetches them again), the commit stays before them.
         log.warning("offset jump on %s:%s: read offset %s, next record %s; not counted as "
                     "processed (committed %s)", tp.topic, tp.partition, offset_from - 1,
                     offset_to, self._committed_offset[tp])

@@ -54,10 +54,14 @@ class DeliveryOrder:
         """None to hand the record at `offsets` over (in order, a replay, or past a hole
         found real; it is `passed` then); else the offset to seek `tp` back to, the hole's."""
         due = self.due.get(tp)
+        if due is None:
+            return None  # not tracked: a changelog, or a partition never sought
         first = offsets[0]
-        if due is None or first <= due:
-            self._sought_back.pop(tp, None)
-            self.passed(tp, offsets)
+        if first <= due:  # in order (the common case), or a replay
+            if offsets[-1] >= due:
+                self.due[tp] = offsets[-1] + 1
+            if self._sought_back:
+                self._sought_back.pop(tp, None)
             return None
         if self._sought_back.pop(tp, None) == due:
             log.info("%s:%s: offsets %s to %s are not on the log (fetched again, still "

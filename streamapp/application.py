@@ -124,6 +124,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "table_standby_replicas": 0,
         "producer_linger_ms": 5,
+        "producer_max_batch_size": settings.producer_batch_bytes,
         "stream_buffer_maxsize": STREAM_BUFFER_MAXSIZE,
     }
 

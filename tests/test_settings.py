@@ -86,6 +86,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "store": ("memory", "memory"),
     "session_timeout_s": ("30.5", 30.5),
     "fetch_wait_ms": ("20", 20),
+    "producer_batch_bytes": ("65536", 65536),
     "fetch_chunks": ("false", False),
     "security_protocol": ("SSL", "SSL"),
     "sasl_mechanism": ("PLAIN", "PLAIN"),
@@ -130,6 +131,15 @@ def test_all_variables_together() -> None:
         assert getattr(settings, field) == expected, field
     assert settings.uses_demo_model is False
     assert settings.model_dir == Path("/models/sku-v3")
+
+
+def test_the_producer_batch_size_reaches_faust_and_kafkas_limit_is_kept() -> None:
+    from streamapp.application import faust_config
+
+    settings = Settings.from_env({"STREAMAPP_PRODUCER_BATCH_BYTES": "65536"})
+    assert faust_config(settings)["producer_max_batch_size"] == 65536
+    assert faust_config(Settings())["producer_max_batch_size"] == 512 * 1024
+    assert "PRODUCER_BATCH_BYTES" in problems_of({"STREAMAPP_PRODUCER_BATCH_BYTES": "2000000"})
 
 
 def test_env_name() -> None:

@@ -63,6 +63,7 @@ async def start_transactional_producer(settings: Settings) -> AIOKafkaProducer:
         bootstrap_servers=bootstrap_servers(settings.broker),
         client_id=f"{settings.app_id}-intake", transactional_id=transactional_id(settings),
         enable_idempotence=True, acks="all", linger_ms=5, transaction_timeout_ms=timeout_ms,
+        max_batch_size=settings.producer_batch_bytes,
         **aiokafka_security(settings))
     try:
         with _quiet(logging.getLogger("aiokafka.producer.sender")):  # the refusal is ours to say

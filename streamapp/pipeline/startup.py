@@ -29,6 +29,7 @@ async def prepare_worker(app: StreamApp) -> None:
     A bad model or handler, or STREAMAPP_GUARANTEE=exactly_once on a broker without
     transactions, stops the worker here with its message and exit status 2.
     """
+    from streamapp.collector import settle_after_start
     from streamapp.pipeline.batchwork import answer_work
     from streamapp.pipeline.model_process import PROGRAM
     from streamapp.serving.outcomes import ModelStartError
@@ -54,6 +55,7 @@ async def prepare_worker(app: StreamApp) -> None:
             raise SystemExit(2) from None
     for line in serving_summary(app, app.models.status()):
         log.info("%s", line)
+    settle_after_start()
 
 
 def serving_summary(app: StreamApp, served: dict[str, Any]) -> list[str]:

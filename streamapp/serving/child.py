@@ -18,6 +18,7 @@ import socket
 import sys
 from typing import Any
 
+from streamapp.collector import settle_after_start
 from streamapp.serving.outcomes import ModelStartError
 from streamapp.serving.process import Blobs, read_frame, write_frame
 from streamapp.serving.service import InProcessModels, Job
@@ -51,6 +52,7 @@ async def serve(sock: socket.socket, job: Job) -> None:
         write_frame(writer, {"op": "failed", "error": str(exc)})
         await writer.drain()
         return
+    settle_after_start()
     write_frame(writer, {"op": "ready", "status": models.status()})
     await writer.drain()
     running: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from streamapp.collector import settle_after_start
 from streamapp.serving.engine import BatchTiming, ModelFailure, Outcome, Scored, failure
 from streamapp.serving.formats.huggingface import ModelLoadError, PackedBatch, resolve_device
 from streamapp.serving.handlers.builtin import SkuMatchInfer
@@ -302,6 +303,8 @@ class ModelManager:
         self.last_error = None
         log.warning("model swapped: %s version %s -> %s version %s", previous.name,
                     previous.version, loaded.name, loaded.version)
+        del previous
+        settle_after_start()  # the old version was frozen at start (or at the last swap)
         return True
 
     def _report(self, error: str, version: str | None) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import itertools
 import re
+import typing
+from collections.abc import Sequence
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from streamapp.records import (
     CATEGORY_FIELDS,
@@ -26,6 +28,8 @@ from streamapp.records import (
 # C0 and C1 control characters other than tab, newline and carriage return: never part of a
 # review or a category name, a sign of a broken export.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A batch's comments validated in one call (decode_comments).
+_COMMENTS = TypeAdapter(list[Comment])
 
 
 def _not_an_object(parsed: object) -> RejectedRecord:
@@ -140,18 +144,100 @@ def decode_comment(
     return validate_comment(fields, max_review_chars=max_review_chars).mark_recovered(recovered)
 
 
+def size_limit(max_review_chars: int) -> int:
+    """The most bytes a value holding a review within the limit can take (check_size)."""
+    return 12 * max_review_chars + 4096
+
+
 def check_size(raw: bytes, max_review_chars: int) -> None:
     """RejectedRecord for a value too large to hold a review within the limit, before any
     decoding, so a huge value costs none (the fan-out's ingest agent checks it too). A
     character takes at most 12 bytes on the wire (a JSON-escaped surrogate pair,
     "\\ud83c\\udf4e"), so this bound never rejects a review within the limit; the exact
     check follows after parsing."""
-    if len(raw) > 12 * max_review_chars + 4096:
+    if len(raw) > size_limit(max_review_chars):
         raise RejectedRecord(
             Reason.TOO_LARGE,
             f"the value is {len(raw)} bytes, over the limit for reviews of "
             f"{max_review_chars} characters",
         )
+
+
+def decode_comments(
+    values: Sequence[bytes | None],
+    *,
+    input_format: InputFormat = "auto",
+    separator: str = ",",
+    max_review_chars: int = 20_000,
+) -> list[Comment | RejectedRecord]:
+    """`decode_comment` for each value, in order, with the same outcome for each (a Comment,
+    or the RejectedRecord it would raise), in about half its time per comment.
+
+    A JSON object (the common case) is parsed on its own, as `decode_comment` does, and the
+    batch's objects are validated by one pydantic call instead of one each, with one search
+    for control characters over all of their fields. An object that fails that validation
+    (a JSON null category among them, which `validate_comment` drops first), and any value
+    not a JSON object, takes `decode_comment` itself, which names the reason."""
+    decoded: list[Comment | RejectedRecord | None] = [None] * len(values)
+    objects: list[dict[str, object]] = []
+    positions: list[int] = []  # where each of `objects` came from
+    limit = size_limit(max_review_chars)
+    for at, raw in enumerate(values):
+        if raw and raw[:1] == b"{" and len(raw) <= limit and input_format != "delimited":
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if type(parsed) is dict:
+                    objects.append(parsed)
+                    positions.append(at)
+                    continue
+        decoded[at] = _decode_one(raw, input_format, separator, max_review_chars)
+    for at, comment in zip(positions, _validate_all(objects, max_review_chars), strict=True):
+        decoded[at] = comment
+    return typing.cast(list[Comment | RejectedRecord], decoded)
+
+
+def _decode_one(raw: bytes | None, input_format: InputFormat, separator: str,
+                max_review_chars: int) -> Comment | RejectedRecord:
+    try:
+        return decode_comment(raw, input_format=input_format, separator=separator,
+                              max_review_chars=max_review_chars)
+    except RejectedRecord as why:
+        return why
+
+
+def _validate_all(objects: list[dict[str, object]],
+                  max_review_chars: int) -> list[Comment | RejectedRecord]:
+    """`validate_comment` for each object, with one pydantic call for those that pass it."""
+    try:
+        comments: list[Comment | RejectedRecord] = list(_COMMENTS.validate_python(objects))
+    except ValidationError as exc:
+        # The ones that failed (rare) get their reasons one by one; the rest, one call again.
+        failed = {error["loc"][0] for error in exc.errors()}
+        passed = [o for at, o in enumerate(objects) if at not in failed]
+        rest = iter(_validate_all(passed, max_review_chars) if passed else ())
+        return [_validate_one(o, max_review_chars) if at in failed else next(rest)
+                for at, o in enumerate(objects)]
+    # Control characters are rare: one search over every field of the batch, then each
+    # comment's own check only when it found one.
+    clean = not _CONTROL_CHARS.search("".join(itertools.chain.from_iterable(
+        vars(comment).values() for comment in comments)))
+    for at, comment in enumerate(comments):
+        try:
+            check_comment(typing.cast(Comment, comment), max_review_chars,
+                          control_chars_checked=clean)
+        except RejectedRecord as why:
+            comments[at] = why
+    return comments
+
+
+def _validate_one(fields: dict[str, object], max_review_chars: int) -> Comment | RejectedRecord:
+    try:
+        return validate_comment(fields, max_review_chars=max_review_chars)
+    except RejectedRecord as why:
+        return why
 
 
 def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_000) -> Comment:
@@ -169,6 +255,15 @@ def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_00
         comment = Comment.model_validate(fields)
     except ValidationError as exc:
         raise _validation_reason(exc) from None
+    check_comment(comment, max_review_chars)
+    return comment
+
+
+def check_comment(comment: Comment, max_review_chars: int, *,
+                  control_chars_checked: bool = False) -> None:
+    """RejectedRecord for a Comment that the model validated but streamapp cannot predict:
+    another dataType, a blank text, control characters (unless the caller has searched the
+    fields already), a review over the limit."""
     if comment.dataType not in (DATA_TYPE, ""):
         raise RejectedRecord(
             Reason.UNSUPPORTED_DATA_TYPE,
@@ -177,7 +272,7 @@ def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_00
     for name in ("reviewBody", "baseSkuName"):
         if not getattr(comment, name).strip():
             raise RejectedRecord(Reason.BLANK_TEXT, f"the field {name!r} is blank")
-    if _CONTROL_CHARS.search("".join(vars(comment).values())):  # the fields, all str
+    if not control_chars_checked and _CONTROL_CHARS.search("".join(vars(comment).values())):
         name = next(n for n in COLUMNS if _CONTROL_CHARS.search(getattr(comment, n)))
         raise RejectedRecord(
             Reason.CONTROL_CHARACTERS,
@@ -189,7 +284,6 @@ def validate_comment(fields: dict[str, object], *, max_review_chars: int = 20_00
             f"reviewBody has {len(comment.reviewBody)} characters, over the limit of "
             f"{max_review_chars} (STREAMAPP_MAX_REVIEW_CHARS)",
         )
-    return comment
 
 
 def encode_delimited(comment: dict[str, object], separator: str = ",") -> str:

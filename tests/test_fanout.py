@@ -38,7 +38,7 @@ def fanned_out(value: bytes, partition: int = 1, offset: int = 7) -> list[tuple[
     or the reason it was rejected."""
     record = Incoming(value, INFERENCE, partition, offset, None)
     return [(c.record_id, c.source_ts, c.why.reason) if isinstance(c, Rejected)
-            else (c[0], c[1], c[2].recovered) for c in decode_fanned_out(Settings(), record)]
+            else (c[0], c[1], c[2].recovered) for c, _ in decode_fanned_out(Settings(), [record])]
 
 
 def test_a_batch_of_comments_as_read_goes_across_and_is_decoded_on_the_other_side() -> None:
@@ -56,7 +56,8 @@ def test_a_batch_of_comments_as_read_goes_across_and_is_decoded_on_the_other_sid
         ("comments:0:3", None, Reason.EMPTY_VALUE),
         ("comments:1:4", 5, Reason.INVALID_UTF8),
         ("comments:2:13", 6, "separator_in_review")]
-    [rejected] = [c for c in decode_fanned_out(Settings(), Incoming(message, INFERENCE, 0, 0, 0))
+    read_back = decode_fanned_out(Settings(), [Incoming(message, INFERENCE, 0, 0, 0)])
+    [rejected] = [c for c, _ in read_back
                   if isinstance(c, Rejected) and c.record_id == "comments:1:4"]
     assert rejected.value == b"\xff\xfe"  # the original bytes, for the dead letter
     # Cut to the producer's limit, in order; a record larger than the limit alone.

@@ -11,7 +11,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from streamapp.decoding import decode_comment, encode_delimited, separator_in_review
+from streamapp.decoding import (
+    decode_comment,
+    decode_comments,
+    encode_delimited,
+    separator_in_review,
+)
 from streamapp.records import (
     COLUMNS,
     DATA_TYPE,
@@ -539,6 +544,31 @@ def test_decoding_from_bytes_and_from_text_agree() -> None:
     with pytest.raises(RejectedRecord) as broken:
         decode_comment(b'{"baseSkuName": "\xff"}')
     assert broken.value.reason == Reason.INVALID_UTF8
+
+
+def _outcome(raw: bytes | None, **options: Any) -> object:
+    try:
+        comment = decode_comment(raw, **options)
+    except RejectedRecord as why:
+        return why.reason, why.error
+    return type(comment), comment.model_dump(), comment.model_fields_set
+
+
+@pytest.mark.parametrize("options", [{}, {"input_format": "json"},
+                                     {"input_format": "delimited", "separator": "|"},
+                                     {"max_review_chars": 12}])
+def test_a_batch_decodes_as_its_comments_one_by_one(options: dict[str, Any]) -> None:
+    """decode_comments (the model process's, one pydantic call per batch) gives each value
+    what decode_comment gives it alone, whatever the bad values around it."""
+    good = [as_json(reviewBody=f"第{i}条评论，苹果很甜") for i in range(6)]
+    odd = [as_json(categoryThirdName=None), as_json(categoryFirstName="生\x85鲜"),
+           as_json(reviewBody="a\tb\nc"), b'{"a": 1}, {"b": 2}', b"{}"]
+    values = [*good[:3], *(raw for _, raw, _ in REJECTIONS), *odd, *good[3:], None]
+    for shuffled in (values, values[::-1], good + odd[:1], good[:1], []):
+        decoded = decode_comments(shuffled, **options)
+        assert [(why.reason, why.error) if isinstance(why, RejectedRecord)
+                else (type(why), why.model_dump(), why.model_fields_set) for why in decoded
+                ] == [_outcome(raw, **options) for raw in shuffled]
 
 
 # --- a review that holds the separator (serialize=1 does not quote) -----------------------

@@ -59,6 +59,12 @@ def merge_counts(current: dict[str, int] | None, delta: dict[str, int]) -> dict[
     return merged
 
 
+def tally_keys(first_category: str, path: str) -> tuple[str, str]:
+    """The table keys a predicted or failed comment counts in: its first-level category's and
+    its path's."""
+    return stats_key(CATEGORY, first_category), stats_key(PATH, path)
+
+
 # A record's source: (lane, offset), what the tally deduplicates by (streamapp.pipeline.ledger).
 Source = tuple[str, int]
 
@@ -89,9 +95,15 @@ class BatchTally:
 
     def add(self, first_category: str, path: str, *, predicted: bool, matched: bool,
             source: Source | None = None) -> None:
+        self.add_to(tally_keys(first_category, path), predicted=predicted, matched=matched,
+                    source=source)
+
+    def add_to(self, keys: tuple[str, str], *, predicted: bool, matched: bool,
+               source: Source | None = None) -> None:
+        """`add`, with the keys of the record's category and path made (tally_keys)."""
         names = _PREDICTED[matched] if predicted else _FAILED
-        self._count(stats_key(CATEGORY, first_category), names, source)
-        self._count(stats_key(PATH, path), names, source)
+        self._count(keys[0], names, source)
+        self._count(keys[1], names, source)
 
     def add_dead_letter(self, reason: str, source: Source | None = None) -> None:
         self._count(stats_key(DEAD_LETTER, reason), _SEEN, source)

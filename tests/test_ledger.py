@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from streamapp.pipeline import ledger
 from streamapp.pipeline.batches import Turn
 from streamapp.pipeline.ledger import apply_entry, count_new, source_of
 from streamapp.pipeline.stats import COUNTERS, BatchTally, stats_entries
@@ -123,6 +124,25 @@ def test_one_offset_twice_in_a_batch_counts_once() -> None:
     assert delta["seen"] == 1 and delta["predicted"] == 1
     assert delta["matched"] == 1  # the first copy's outcome counts
     assert upto == {lane: 12}
+
+
+def test_offsets_read_in_order_and_any_offsets_count_alike() -> None:
+    """count_new's binary search (each outcome's offsets rising, none named twice) gives what
+    the general path gives, on entries of both kinds and marks anywhere."""
+    rnd = random.Random(7)
+    outcomes = ["seen,predicted", "seen,predicted,matched", "seen,failed", "seen"]
+    in_order = 0
+    for _ in range(3000):
+        by_outcome = {}
+        for outcome in rnd.sample(outcomes, rnd.randint(1, 3)):
+            picked = rnd.sample(range(100, 130), rnd.randint(0, 8))
+            by_outcome[outcome] = sorted(picked) if rnd.random() < 0.7 else picked
+        mark = rnd.randint(90, 135)
+        fast = ledger._new_in_order(by_outcome, mark)
+        if fast is not None:
+            in_order += 1
+            assert fast == ledger._new_deduplicated(by_outcome, mark), (by_outcome, mark)
+    assert 500 < in_order < 2900  # both kinds were drawn
 
 
 def test_entries_without_sources_still_add_their_counts_once_per_stats_offset() -> None:

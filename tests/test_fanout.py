@@ -15,7 +15,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from streamapp.broker import EmbeddedBroker
 from streamapp.decoding import encode_delimited
 from streamapp.edges.clients import follow, open_producer, send_all
-from streamapp.framing import pack
+from streamapp.framing import pack, unpack
 from streamapp.pipeline.batchwork import FANNED_OUT_MARK, Rejected, decode_fanned_out
 from streamapp.pipeline.fanout import fanned_out_messages
 from streamapp.pipeline.ledger import source_of
@@ -102,6 +102,20 @@ def test_a_batch_message_reads_back_as_its_comments_in_their_lanes() -> None:
 ])
 def test_anything_else_on_the_inference_topic_is_rejected_whole(value: bytes) -> None:
     assert fanned_out(value) == [(f"{INFERENCE}:1:7", None, "invalid_json")]
+
+
+@pytest.mark.parametrize("values", [[], [b"a", b"", b"bc" * 100], [b"a", None, b"c"], [None]])
+def test_a_frame_reads_back_its_values(values: list[bytes | None]) -> None:
+    assert unpack(pack({"id": "x"}, values)) == ({"id": "x"}, values)
+    assert unpack(b"mark" + pack({}, values, prefix=b""), 4) == ({}, values)
+
+
+@pytest.mark.parametrize("lengths", [[1, 5], [1, 0], [2, -2, 2], [1.0, 1], [True, 1], [1, "1"],
+                                     [-1, 3]])
+def test_a_frame_whose_lengths_do_not_add_up_is_refused(lengths: list[Any]) -> None:
+    head = orjson.dumps({"lengths": lengths})
+    with pytest.raises(ValueError):
+        unpack(len(head).to_bytes(4, "big") + head + b"ab")
 
 
 async def read_topic(broker: str, topic: str) -> list[Any]:

@@ -21,9 +21,7 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,11 +32,13 @@ from typing import Any
 import orjson
 import torch
 
-from bench.alone import predict_rate
+from bench.alone import load_warm, predict_rate
+from bench.gpu_sampler import GpuSampler
 from bench.measures import BERT_BASE, comment_values, random_bert, read_results
 from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.edges.clients import connection, open_producer, send_batched
 from streamapp.processes import WorkerProcess
+from streamapp.serving.formats.huggingface import PairClassifier
 
 TINY = {"vocab_size": 8192, "hidden_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 2, "intermediate_size": 64}
@@ -56,16 +56,22 @@ class Plan:
     worker_batch: int  # STREAMAPP_BATCH_SIZE
     budget_s: float
     worker_env: dict[str, str] = field(default_factory=dict)
+    # The model alone, the first dtype, compiled with these torch.compile modes as well
+    # (STREAMAPP_COMPILE); each adds a row per batch size.
+    compile_modes: tuple[str, ...] = ()
 
 
+# bfloat16 ran as float16 within noise (2026-11-30): the time goes to the compiled variants.
 FULL = Plan(shape=BERT_BASE, device="cuda", alone_records=16_384,
-            batch_sizes=(64, 128, 256, 512), dtypes=("float16", "bfloat16"),
-            records=300_000, workers=("1", "2", "4"), worker_batch=512, budget_s=450.0)
+            batch_sizes=(128, 256, 512), dtypes=("float16",), records=300_000,
+            workers=("1", "4", "4:compile=reduce-overhead"), worker_batch=512, budget_s=450.0,
+            compile_modes=("reduce-overhead",))
 SMOKE = Plan(shape=TINY, device="cpu", alone_records=256, batch_sizes=(64,),
-             dtypes=("float32",), records=600, workers=("2",), worker_batch=64, budget_s=150.0,
-             worker_env={"torch_threads": "1"})
+             dtypes=("float32",), records=600, workers=("2",), worker_batch=64, budget_s=180.0,
+             worker_env={"torch_threads": "1"}, compile_modes=("default",))
 PARTITIONS = 8  # of every topic: at least the most workers
 WORKER_READY_S = 150.0  # a worker's start: imports, the model onto the GPU, joining the group
+COMPILE_S = 150.0  # more for a worker that compiles its model (STREAMAPP_COMPILE)
 
 
 class Budget:
@@ -91,89 +97,65 @@ def _sync(device: torch.device) -> None:
 
 def model_alone(plan: Plan, model_dir: Path, rows: list[dict[str, Any]],
                 budget: Budget, log: Callable[[str], None]) -> dict[str, Any]:
-    """seq/s per dtype and batch size: `predict` as the handler calls it (tokenize, pack,
-    forward, scores to the host), and the forward pass alone on batches tokenized before."""
-    from streamapp.serving.formats.huggingface import SkuMatchClassifier
-
-    token_budget = int(plan.worker_env.get("token_budget", 65_536))
+    """seq/s per dtype (and compiled variant) and batch size: `predict` as the handler calls
+    it (tokenize, pack, forward, scores to the host), and the forward pass alone on batches
+    tokenized before."""
+    variants = [(dtype, None) for dtype in plan.dtypes]
+    variants += [(plan.dtypes[0], mode) for mode in plan.compile_modes]
     figures: dict[str, Any] = {}
-    for dtype_name in plan.dtypes:
-        model = SkuMatchClassifier.load(model_dir, device=plan.device,
-                                        dtype=getattr(torch, dtype_name))
-        device = torch.device(model.info.device)
-        per_batch: dict[str, Any] = {}
-        for batch in plan.batch_sizes:
-            if not budget.fits(30):
-                per_batch[str(batch)] = "skipped: out of time"
-                continue
-            subset = rows[:plan.alone_records]
-            handler_path = predict_rate(model, subset, batch, token_budget)
-            batches = [model.tokenize([str(r["reviewBody"]) for r in subset[i:i + batch]],
-                                      [str(r["baseSkuName"]) for r in subset[i:i + batch]])
-                       for i in range(0, len(subset), batch)]
-            with torch.inference_mode():
-                model.probabilities(batches[0])  # warm-up
-                _sync(device)
-                started = time.perf_counter()
-                for tokens in batches:
-                    model.probabilities(tokens)
-                _sync(device)
-                forward = len(subset) / (time.perf_counter() - started)
-            per_batch[str(batch)] = {"handler_path_seq_s": round(handler_path, 1),
-                                     "forward_only_seq_s": round(forward, 1)}
-            log(f"alone {dtype_name} batch {batch}: {per_batch[str(batch)]}")
-        figures[dtype_name] = per_batch
+    for dtype_name, mode in variants:
+        label = dtype_name if mode is None else f"{dtype_name}, compiled {mode}"
+        if not budget.fits(60 if mode is None else 90):
+            figures[label] = "skipped: out of time"
+            continue
+        started = time.monotonic()
+        try:
+            model = load_warm(model_dir, device=plan.device, dtype=getattr(torch, dtype_name),
+                              compile_mode=mode)
+        except Exception as exc:  # torch.compile's (no Triton, no compiler): keep the rest
+            if mode is None:
+                raise
+            figures[label] = f"failed: {type(exc).__name__}: {exc}"[:2000]
+            log(f"{label}: {figures[label]}")
+            continue
+        if mode is not None:
+            log(f"{label}: loaded and compiled in {time.monotonic() - started:.0f}s")
+        figures[label] = _rates(plan, model, rows, budget, log, label)
         del model
         if plan.device == "cuda":
             torch.cuda.empty_cache()
     return figures
 
 
-# --- GPU utilisation -------------------------------------------------------------------------
-
-
-class GpuSampler:
-    """`nvidia-smi` every 500 ms in a child process: (time, utilisation %, memory MiB)."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, float, float]] = []
-        self._proc: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-
-    def __enter__(self) -> GpuSampler:
-        smi = shutil.which("nvidia-smi")
-        if smi is None:
-            return self
-        self._proc = subprocess.Popen(
-            [smi, "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
-             "-lms", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            try:
-                util, memory = (float(x) for x in line.split(",")[:2])
-            except ValueError:
-                continue
-            self.samples.append((time.time(), util, memory))
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(5)
-        if self._reader is not None:
-            self._reader.join(5)
-
-    def summary(self, start: float, end: float) -> dict[str, Any] | None:
-        window = [s for s in self.samples if start <= s[0] <= end]
-        if not window:
-            return None
-        utils = [u for _, u, _ in window]
-        return {"samples": len(window), "util_mean_pct": round(sum(utils) / len(utils), 1),
-                "util_max_pct": max(utils), "memory_max_mib": max(m for _, _, m in window)}
+def _rates(plan: Plan, model: PairClassifier, rows: list[dict[str, Any]], budget: Budget,
+           log: Callable[[str], None], label: str) -> dict[str, Any]:
+    token_budget = int(plan.worker_env.get("token_budget", 65_536))
+    device = torch.device(model.info.device)
+    per_batch: dict[str, Any] = {}
+    for batch in plan.batch_sizes:
+        if not budget.fits(30):
+            per_batch[str(batch)] = "skipped: out of time"
+            continue
+        subset = rows[:plan.alone_records]
+        handler_path = predict_rate(model, subset, batch, token_budget)
+        batches = [model.tokenize([str(r["reviewBody"]) for r in subset[i:i + batch]],
+                                  [str(r["baseSkuName"]) for r in subset[i:i + batch]])
+                   for i in range(0, len(subset), batch)]
+        with torch.inference_mode():
+            # Warm-up: a compiled model in reduce-overhead mode records its CUDA graph for a
+            # shape on a later call than the first.
+            for tokens in batches[:3]:
+                model.probabilities(tokens)
+            _sync(device)
+            started = time.perf_counter()
+            for tokens in batches:
+                model.probabilities(tokens)
+            _sync(device)
+            forward = len(subset) / (time.perf_counter() - started)
+        per_batch[str(batch)] = {"handler_path_seq_s": round(handler_path, 1),
+                                 "forward_only_seq_s": round(forward, 1)}
+        log(f"alone {label} batch {batch}: {per_batch[str(batch)]}")
+    return per_batch
 
 
 # --- end to end ----------------------------------------------------------------------------
@@ -205,7 +187,9 @@ def _workers(plan: Plan, model_dir: Path, broker: EmbeddedBroker, count: int, tm
         workers = [stack.enter_context(WorkerProcess(
             {**settings, "datadir": str(tmp / f"data-{n}"), "web_port": str(free_port())},
             tmp / f"worker-{n}.log", log_level="warning")) for n in range(count)]
-        deadline = time.monotonic() + min(WORKER_READY_S, budget.left())
+        ready_s = WORKER_READY_S + (COMPILE_S if settings.get("compile", "none") != "none"
+                                    else 0.0)
+        deadline = time.monotonic() + min(ready_s, budget.left())
         for worker in workers:
             worker.wait_ready(timeout=max(deadline - time.monotonic(), 1.0), topic="comments")
         while not all(any(p.startswith("comments:") for p in w.stats()["assigned_partitions"])
@@ -340,12 +324,21 @@ def ratios(results: dict[str, Any], plan: Plan) -> dict[str, float]:
     if not isinstance(alone, dict) or not runs:
         return {}
     best = max(runs, key=lambda r: r["records_per_second"])
-    return {"best_e2e_records_per_second": best["records_per_second"],
-            "best_e2e_workers": best["workers"],
-            "e2e_over_alone": round(best["records_per_second"]
-                                    / alone["handler_path_seq_s"], 3),
-            "e2e_over_forward_only": round(best["records_per_second"]
-                                           / alone["forward_only_seq_s"], 3)}
+    figures = {"best_e2e_records_per_second": best["records_per_second"],
+               "best_e2e_workers": best["workers"],
+               "e2e_over_alone": round(best["records_per_second"]
+                                       / alone["handler_path_seq_s"], 3),
+               "e2e_over_forward_only": round(best["records_per_second"]
+                                              / alone["forward_only_seq_s"], 3)}
+    for mode in plan.compile_modes:
+        per_batch = results["alone"].get(f"{plan.dtypes[0]}, compiled {mode}")
+        compiled = per_batch.get(str(plan.worker_batch)) if isinstance(per_batch, dict) else None
+        if isinstance(compiled, dict):
+            figures[f"forward_only_compiled_{mode}_over_eager"] = round(
+                compiled["forward_only_seq_s"] / alone["forward_only_seq_s"], 3)
+            figures[f"e2e_over_forward_only_compiled_{mode}"] = round(
+                best["records_per_second"] / compiled["forward_only_seq_s"], 3)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                         "settings after a colon (e.g. '1 4 4:switch_interval_ms=0.5')")
     parser.add_argument("--batch-sizes", help="the model alone: batch sizes, comma-separated")
     parser.add_argument("--dtypes", help="the model alone: dtypes, comma-separated")
+    parser.add_argument("--compile-modes", help="the model alone, the first dtype compiled "
+                        "too: torch.compile modes, comma-separated ('' for none)")
     parser.add_argument("--report", action="store_true",
                         help="also write the GPU section of BENCHMARKS.md, bench/results.json")
     parser.add_argument("--merge", type=Path,
@@ -385,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["batch_sizes"] = tuple(int(b) for b in args.batch_sizes.split(","))
     if args.dtypes:
         overrides["dtypes"] = tuple(args.dtypes.split(","))
+    if args.compile_modes is not None:
+        overrides["compile_modes"] = tuple(m for m in args.compile_modes.split(",") if m)
     if overrides:
         plan = Plan(**{**asdict(plan), "shape": plan.shape, **overrides})
     results = run(plan, args.work, args.out,

@@ -75,7 +75,12 @@ def render_markdown(r: dict[str, Any]) -> str:
                        ("end_to_end_intake",
                         "2. end to end, one worker, batch intake, one hop (records/s)"),
                        ("per_record", "3. seed pattern, one call per comment (seq/s)"),
-                       ("int8_ceiling", "model alone, int8 dynamic (seq/s)")):
+                       ("int8_ceiling", "model alone, int8 dynamic (seq/s)"),
+                       ("compiled_ceiling", "model alone, STREAMAPP_COMPILE=default (seq/s)"),
+                       ("compiled_two_at_once",
+                        "model alone, compiled, two batches at once (seq/s)"),
+                       ("end_to_end_compiled",
+                        "end to end, one worker, STREAMAPP_COMPILE=default (records/s)")):
         cells = [str(r["per_model"][name].get(key, "")) for name in r["models"]]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## The pipeline without a model", "",
@@ -231,8 +236,12 @@ def render_gpu(g: dict[str, Any]) -> list[str]:
              "The model alone, seq/s: `predict` as the handler calls it (tokenize, pack, "
              "forward, scores to the host, one thread), and the forward pass alone on batches "
              "tokenized beforehand.", "",
-             "| dtype | batch | handler path | forward only |", "| --- | --- | --- | --- |"]
+             "| dtype, compiled | batch | handler path | forward only |",
+             "| --- | --- | --- | --- |"]
     for dtype, per_batch in g.get("alone", {}).items():
+        if not isinstance(per_batch, dict):  # skipped, or its compiling failed
+            lines.append(f"| {dtype} | | {per_batch} | |")
+            continue
         for batch, f in per_batch.items():
             cells = ([f["handler_path_seq_s"], f["forward_only_seq_s"]]
                      if isinstance(f, dict) else [f, ""])

@@ -56,6 +56,12 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
                 p, s, 64)),
             "int8_ceiling": median_of(runs, lambda p=path, s=subset: model_ceiling(
                 p, s, 64, quantize=True)),
+            # STREAMAPP_COMPILE=default, alone: one batch at a time and two at once (the
+            # model process's way on a CPU), against the same two measures uncompiled.
+            "compiled_ceiling": median_of(runs, lambda p=path, s=subset: model_ceiling(
+                p, s, 64, compile_mode="default")),
+            "compiled_two_at_once": median_of(runs, lambda p=path, s=subset: model_two_at_once(
+                p, s, 64, compile_mode="default")),
             "per_record": median_of(runs, lambda p=path, n=per_record_count: per_record(
                 p, rows[:n])),
         }
@@ -68,6 +74,11 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
         figures["end_to_end_intake"] = round(statistics.median(r["records_per_second"]
                                                                for r in intake_runs), 2)
         figures["end_to_end_intake_runs"] = intake_runs
+        compiled_runs = [end_to_end(path, subset, settings={"compile": "default"})
+                         for _ in range(runs)]
+        figures["end_to_end_compiled"] = round(statistics.median(r["records_per_second"]
+                                                                 for r in compiled_runs), 2)
+        figures["end_to_end_compiled_runs"] = compiled_runs
         per_model[name] = figures
         log(f"{name}: {figures['model_ceiling']} seq/s alone, {figures['end_to_end']} "
             f"records/s end to end")
@@ -158,6 +169,7 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
         "fanout_over_direct_null_pipeline": round(fanout_null / direct_null, 3),
         "int8_over_fp32_bert_base": round(base_figures["int8_ceiling"]
                                           / base_figures["model_ceiling"], 3),
+        **compiled_ratios(per_model),
     }
     results["pmml"] = pmml_figures(source, runs, quick, log, models_dir,
                                    command=suite_command(runs, quick))
@@ -171,6 +183,21 @@ def run_all(*, comments: Path | None, runs: int, quick: bool, log: Callable[[str
     except ImportError:
         pass
     return results
+
+
+def compiled_ratios(per_model: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """STREAMAPP_COMPILE=default over the model as loaded by default, per model: alone (one
+    batch at a time, two at once) and end to end."""
+    ratios = {}
+    for name, figures in per_model.items():
+        short = {"bert-base-shape": "bert_base"}.get(name, name)
+        for label, compiled, eager in (("alone", "compiled_ceiling", "model_ceiling"),
+                                       ("two_at_once", "compiled_two_at_once",
+                                        "model_two_at_once"),
+                                       ("e2e", "end_to_end_compiled", "end_to_end")):
+            ratios[f"compiled_over_eager_{short}_{label}"] = round(
+                figures[compiled] / figures[eager], 3)
+    return ratios
 
 
 def suite_command(runs: int, quick: bool) -> str:

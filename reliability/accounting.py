@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from streamapp.edges.clients import follow, follow_until_complete
-from streamapp.pipeline.stats import CATEGORY, split_key, stats_entries
+from streamapp.pipeline.counts import CATEGORY, split_key, stats_entries
 from streamapp.processes import WorkerProcess
 from streamapp.records import Reason
 

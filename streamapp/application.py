@@ -29,7 +29,7 @@ WINDOW = timedelta(minutes=1)
 WINDOW_EXPIRES = timedelta(hours=1)
 
 
-# Table keys are "<kind>:<name>" strings, values dicts of counters (streamapp.pipeline.stats).
+# Table keys are "<kind>:<name>" strings, values dicts of counters (streamapp.pipeline.counts).
 _TABLE_SCHEMA = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
 
 
@@ -66,7 +66,7 @@ class StreamApp(faust.App):
         self.stats_topic = self._raw_topic(f"{settings.app_id}-stats", internal=True, **owned)
         self.results_topic = self._raw_topic(settings.results_topic, **owned)
         self.dlq_topic = self._raw_topic(settings.dlq_topic, **owned)
-        # Counters per "<kind>:<name>" key (see streamapp.pipeline.stats): since the start, and per
+        # Counters per "<kind>:<name>" key (see streamapp.pipeline.counts): since the start, and per
         # one-minute window for the last hour.
         self.totals = self.Table(
             "totals", default=dict, schema=_TABLE_SCHEMA, **owned,

@@ -73,6 +73,11 @@ class Settings(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: dynamic int8 linear layers (CPU, built-in handler)")
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field(
+        "none", description="torch.compile the model with this mode at load (built-in "
+                            "handler, pytorch models): fewer, fused kernels, and with "
+                            "reduce-overhead CUDA graphs on a GPU; the first batches of each "
+                            "kind compile at start (seconds to a minute)")
     model_process: bool = Field(
         True, description="run the model in a child process of the worker, with an interpreter "
                           "of its own (false: on threads of the worker)")

@@ -22,6 +22,8 @@ def test_smoke_run_measures_every_phase(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     alone = figures["alone"]["float32"]["64"]
     assert alone["handler_path_seq_s"] > 0 and alone["forward_only_seq_s"] > 0
+    compiled = figures["alone"]["float32, compiled default"]["64"]  # STREAMAPP_COMPILE
+    assert compiled["handler_path_seq_s"] > 0 and compiled["forward_only_seq_s"] > 0
     run = figures["end_to_end"]["2"]  # two workers sharing the partitions
     assert isinstance(run, dict), run
     # every comment got its result, and each worker computed some of them

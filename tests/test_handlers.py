@@ -166,6 +166,33 @@ def test_builtin_handler_on_hf_and_torchscript_gives_the_models_scores(
     assert len(set(direct)) > 1, "the model should tell these pairs apart"
 
 
+def test_a_compiled_model_gives_the_eager_models_scores(tiny_model: Path) -> None:
+    """STREAMAPP_COMPILE: torch.compile through the real loading path, warmed up at load (a
+    batch of one compiles apart), with the scores the model gives uncompiled."""
+    requests = [{"input": r, "baseSkuName": s, "reviewBody": r} for r, s in
+                zip(REVIEWS, SKUS, strict=True)]
+    eager = manager(tiny_model).load_initial()
+    compiled = manager(tiny_model, compile="default").load_initial()
+    assert compiled.handler.model.info.compiled == "default"
+    assert eager.handler.model.info.compiled is None
+    for size in (len(requests), 1, 3):
+        assert compiled.run(requests[:size]) == pytest.approx(eager.run(requests[:size]),
+                                                              abs=1e-5)
+    # CUDA graphs are recorded per thread: that mode computes one batch at a time.
+    assert compiled.concurrent_batches
+    graphs = SkuMatchInfer(compile_mode="reduce-overhead")
+    assert graphs.concurrent_batches is False
+
+
+def test_compile_is_refused_with_int8_and_for_torchscript(tiny_model: Path,
+                                                         tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not offered together"):
+        SkuMatchClassifier.load(tiny_model, quantize=True, compile_mode="default")
+    torchscript_version(tiny_model, tmp_path / "ts" / "1")
+    with pytest.raises(HandlerError, match="compiled already"):
+        manager(tmp_path / "ts", compile="default").load_initial()
+
+
 def test_seed_handler_runs_per_record_with_the_seeds_padding(tiny_model: Path,
                                                              tmp_path: Path) -> None:
     torchscript_version(tiny_model, tmp_path / "ts" / "1")

@@ -14,17 +14,16 @@ import orjson
 import pytest
 import torch
 
-from streamapp.pipeline.stats import (
+from streamapp.pipeline.counts import (
     CATEGORY,
     PATH,
-    BatchReport,
     BatchTally,
-    WorkerStats,
     merge_counts,
     split_key,
     stats_entries,
     stats_key,
 )
+from streamapp.pipeline.stats import BatchReport, WorkerStats
 from streamapp.records import Reason
 from streamapp.serving.engine import BatchTiming, InferenceEngine, ModelFailure, Outcome
 

@@ -13,8 +13,8 @@ import pytest
 
 from streamapp.pipeline import ledger
 from streamapp.pipeline.batches import Turn
+from streamapp.pipeline.counts import COUNTERS, BatchTally, stats_entries
 from streamapp.pipeline.ledger import apply_entry, count_new, source_of
-from streamapp.pipeline.stats import COUNTERS, BatchTally, stats_entries
 from streamapp.records import Incoming
 
 Table = dict[str, dict[str, Any]]

@@ -68,6 +68,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "torch_threads": ("4", 4),
     "switch_interval_ms": ("0.5", 0.5),
     "quantize": ("int8", "int8"),
+    "compile": ("reduce-overhead", "reduce-overhead"),
     "batch_size": ("128", 128),
     "pipeline_depth": ("1", 1),
     "batch_wait_ms": ("0", 0),

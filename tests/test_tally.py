@@ -12,8 +12,8 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import Message
 
+from streamapp.pipeline.counts import BatchTally, stats_entries
 from streamapp.pipeline.ledger import apply_entry
-from streamapp.pipeline.stats import BatchTally, stats_entries
 from streamapp.pipeline.tally import InOrder
 
 TOPIC = "streamapp-stats"

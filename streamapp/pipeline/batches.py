@@ -22,8 +22,9 @@ from faust.types import TopicT
 from murmurhash2 import murmurhash2
 
 from streamapp.pipeline.batchwork import BatchWork, comments_in, records_to_frame
+from streamapp.pipeline.counts import BatchTally
 from streamapp.pipeline.outbox import Outbox, aiokafka_producer
-from streamapp.pipeline.stats import BatchReport, BatchTally
+from streamapp.pipeline.stats import BatchReport
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:

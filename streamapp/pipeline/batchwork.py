@@ -27,8 +27,8 @@ import orjson
 
 from streamapp.decoding import decode_comments
 from streamapp.framing import header_of, unpack
+from streamapp.pipeline.counts import BatchTally, Source, tally_keys
 from streamapp.pipeline.ledger import source_of
-from streamapp.pipeline.stats import BatchTally, Source, tally_keys
 from streamapp.records import (
     CATEGORY_FIELDS,
     Comment,

@@ -32,13 +32,7 @@ import itertools
 from collections import Counter
 from typing import Any
 
-from streamapp.pipeline.stats import (
-    APPLIED_OFFSET,
-    COUNTED_UPTO,
-    SOURCES,
-    Source,
-    merge_counts,
-)
+from streamapp.pipeline.counts import APPLIED_OFFSET, COUNTED_UPTO, SOURCES, Source, merge_counts
 from streamapp.records import Incoming
 
 

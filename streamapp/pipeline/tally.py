@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
+from streamapp.pipeline.counts import merge_counts, stats_entries
 from streamapp.pipeline.ledger import apply_entry
-from streamapp.pipeline.stats import merge_counts, stats_entries
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp

@@ -239,7 +239,9 @@ class ModelManager:
             return SkuMatchInfer(max_tokens=self.settings.max_tokens,
                                  output_index=self.settings.torchscript_output,
                                  quantize=self.settings.quantize == "int8",
-                                 token_budget=self.settings.token_budget)
+                                 token_budget=self.settings.token_budget,
+                                 compile_mode=(None if self.settings.compile == "none"
+                                               else self.settings.compile))
         return self.handler_class()
 
     def _resolve(self) -> ModelVersion:

@@ -28,7 +28,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from streamapp.pipeline.stats import CATEGORY, RECOVERED, BatchReport, split_key
+from streamapp.pipeline.counts import CATEGORY, RECOVERED, split_key
+from streamapp.pipeline.stats import BatchReport
 
 if TYPE_CHECKING:
     from streamapp.application import StreamApp

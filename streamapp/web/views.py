@@ -26,18 +26,16 @@ import aiohttp
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from streamapp.pipeline.stats import (
+from streamapp.pipeline.counts import (
     CATEGORY,
     COUNTERS,
     DEAD_LETTER,
-    LATEST_DEAD_LETTERS,
     PATH,
     RECOVERED,
-    Interval,
     merge_counts,
-    merge_snapshots,
     split_key,
 )
+from streamapp.pipeline.stats import LATEST_DEAD_LETTERS, Interval, merge_snapshots
 from streamapp.web import health, metrics
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -53,6 +53,22 @@ class ModelInfo:
     device: str
     dtype: str
     loaded_at: float
+    compiled: str | None = None  # torch.compile's mode, when compiled (STREAMAPP_COMPILE)
+
+
+# torch.compile's modes (STREAMAPP_COMPILE): "default" fuses the element-wise work between the
+# matrix products into fewer kernels; "reduce-overhead" also replays each batch shape as a
+# CUDA graph, one launch instead of hundreds (a GPU); "max-autotune" also searches kernel
+# configurations (a longer start).
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+
+
+def compile_model(model: Any, mode: CompileMode) -> Any:
+    """`model` compiled by torch.compile; the first call with a new kind of shape compiles
+    (seconds), so the handler warms it up before serving. Dynamic: batch sizes and sequence
+    lengths vary from batch to batch, and one compiled graph serves them all (torch compiles
+    a dimension of 1 apart)."""
+    return torch.compile(model, mode=mode, dynamic=True)
 
 
 def resolve_device(path: Path, device: str) -> torch.device:
@@ -271,6 +287,7 @@ class SkuMatchClassifier(PairClassifier):
         num_threads: int | None = None,
         quantize: bool = False,
         dtype: torch.dtype | None = None,
+        compile_mode: CompileMode | None = None,
     ) -> SkuMatchClassifier:
         """Load tokenizer and model from a local directory; raise ModelLoadError if unusable."""
         path = Path(path)
@@ -316,6 +333,9 @@ class SkuMatchClassifier(PairClassifier):
         except RuntimeError as exc:
             raise ModelLoadError(path, f"cannot move the model to {target} ({exc})") from exc
         model.eval()
+        if quantize and compile_mode is not None:
+            raise ModelLoadError(path, "int8 quantization and torch.compile are not offered "
+                                       "together; choose one")
         if quantize:
             if target.type != "cpu":
                 raise ModelLoadError(path, "int8 quantization is for CPUs; GPUs run float16")
@@ -323,6 +343,8 @@ class SkuMatchClassifier(PairClassifier):
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
                                                            dtype=torch.qint8)
             dtype = torch.qint8
+        if compile_mode is not None:
+            model = compile_model(model, compile_mode)
         info = ModelInfo(
             name=str(getattr(config, "streamapp_model_name", None) or path.resolve().name),
             version=str(
@@ -332,6 +354,7 @@ class SkuMatchClassifier(PairClassifier):
             device=str(target),
             dtype=str(dtype).removeprefix("torch."),
             loaded_at=time.time(),
+            compiled=compile_mode,
         )
         return cls(model, tokenizer, info, max_tokens)
 

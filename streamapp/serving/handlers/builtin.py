@@ -10,6 +10,7 @@ import torch
 
 from streamapp.serving.formats.huggingface import (
     DEFAULT_TOKEN_BUDGET,
+    CompileMode,
     PairClassifier,
     SkuMatchClassifier,
 )
@@ -25,11 +26,16 @@ class SkuMatchInfer:
     concurrent_batches = True
 
     def __init__(self, max_tokens: int = 64, output_index: int = SEED_OUTPUT_INDEX,
-                 quantize: bool = False, token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
+                 quantize: bool = False, token_budget: int = DEFAULT_TOKEN_BUDGET,
+                 compile_mode: CompileMode | None = None) -> None:
         self.max_tokens = max_tokens
         self.token_budget = token_budget
         self.output_index = output_index
         self.quantize = quantize
+        self.compile_mode = compile_mode
+        if compile_mode == "reduce-overhead":
+            # CUDA graph trees are recorded and replayed per thread: one batch at a time.
+            self.concurrent_batches = False
         self.model: PairClassifier | None = None
 
     def initialize(self, configDict: dict[str, Any]) -> None:
@@ -39,8 +45,12 @@ class SkuMatchInfer:
         model_type = configDict["model_type"]
         if model_type == "pytorch":
             self.model = SkuMatchClassifier.load(path, device=device, max_tokens=self.max_tokens,
-                                                 quantize=self.quantize)
+                                                 quantize=self.quantize,
+                                                 compile_mode=self.compile_mode)
         elif model_type == "torchscript":
+            if self.compile_mode is not None:
+                raise ValueError("STREAMAPP_COMPILE is for pytorch models; a TorchScript "
+                                 "module is compiled already")
             deploy = read_deploy_config(path, model_type)
             if deploy.model_file is None:
                 raise ValueError(f"no TorchScript file in {path}: name it in deploy_config.json")
@@ -51,8 +61,10 @@ class SkuMatchInfer:
         else:
             raise ValueError(f"the built-in handler serves pytorch and torchscript models, not "
                              f"{model_type!r}: set STREAMAPP_HANDLER to a handler for it")
-        # One batch at start: CUDA context, kernels and allocator warmed before real traffic.
-        self.model.predict(["预热"] * 2, ["预热"] * 2)
+        # A batch at start: CUDA context, kernels and allocator warmed before real traffic;
+        # a compiled model compiles here (a batch of one apart, as torch specializes it).
+        for size in (2, 1) if self.compile_mode is not None else (2,):
+            self.model.predict(["预热"] * size, ["预热"] * size)
         configDict["logger"].info("built-in handler loaded %s", self.model.info)
 
     def _loaded(self) -> PairClassifier:

@@ -61,10 +61,14 @@ class SkuMatchInfer:
         else:
             raise ValueError(f"the built-in handler serves pytorch and torchscript models, not "
                              f"{model_type!r}: set STREAMAPP_HANDLER to a handler for it")
-        # A batch at start: CUDA context, kernels and allocator warmed before real traffic;
-        # a compiled model compiles here (a batch of one apart, as torch specializes it).
+        # A batch at start, through preprocess and process as the worker calls them: CUDA
+        # context, kernels and allocator warmed before real traffic; a compiled model
+        # compiles here (a batch of one apart, as torch specializes it). Not through
+        # predict(): its tensors are made in inference mode, the worker's are not, and a
+        # compiled model then compiled again on the first real batch (5 s each here).
         for size in (2, 1) if self.compile_mode is not None else (2,):
-            self.model.predict(["预热"] * size, ["预热"] * size)
+            warm = {"input": ["预热"] * size, "baseSkuName": ["预热"] * size}
+            self.process(self.preprocess(warm, None), None)
         configDict["logger"].info("built-in handler loaded %s", self.model.info)
 
     def _loaded(self) -> PairClassifier:

@@ -171,7 +171,8 @@ def decode_comments(
     max_review_chars: int = 20_000,
 ) -> list[Comment | RejectedRecord]:
     """`decode_comment` for each value, in order, with the same outcome for each (a Comment,
-    or the RejectedRecord it would raise), in about half its time per comment.
+    or the RejectedRecord it would raise), in about 0.6 of its time per comment (timeit,
+    512 shared comments: 5.8 against 3.3 to 3.6 µs).
 
     A JSON object (the common case) is parsed on its own, as `decode_comment` does, and the
     batch's objects are validated by one pydantic call instead of one each, with one search

@@ -13,9 +13,11 @@ import pytest
 
 from streamapp.pipeline import ledger
 from streamapp.pipeline.batches import Turn
+from streamapp.pipeline.batchwork import decode_direct
 from streamapp.pipeline.counts import COUNTERS, BatchTally, stats_entries
 from streamapp.pipeline.ledger import apply_entry, count_new, source_of
 from streamapp.records import Incoming
+from streamapp.settings import Settings
 
 Table = dict[str, dict[str, Any]]
 CATEGORIES = ("生鲜", "数码", "图书")
@@ -32,6 +34,10 @@ def test_a_record_is_counted_by_its_comment_offset_in_the_lane_it_was_read_from(
     assert source_of(fanned_out, "comments:3:41") == ("streamapp-inference:1>comments:3", 41)
     # Not a comment id (a foreign producer's record): its own offset, in its own lane.
     assert source_of(fanned_out, "no-offset") == ("streamapp-inference:1", 7)
+    # The direct path's decoder counts each record where source_of does.
+    batch = [record("comments", p, o) for p, o in ((3, 41), (0, 5), (3, 42), (1, 0))]
+    assert [source for _, source in decode_direct(Settings(), batch)] == [
+        source_of(r, r.id) for r in batch]
 
 
 class Tally:

@@ -28,7 +28,7 @@ import orjson
 from streamapp.decoding import decode_comments
 from streamapp.framing import header_of, unpack
 from streamapp.pipeline.counts import BatchTally, Source, tally_keys
-from streamapp.pipeline.ledger import source_of
+from streamapp.pipeline.ledger import lane_of, source_of
 from streamapp.records import (
     CATEGORY_FIELDS,
     Comment,
@@ -83,13 +83,15 @@ def decode_sources(settings: Settings, comments: Sequence[tuple[str, int | None,
 
 def decode_direct(settings: Settings, records: Sequence[Incoming]) -> list[Sourced]:
     """The direct path's decoder: a comment-topic record is one comment, counted in the lane
-    of its own partition (streamapp.pipeline.ledger.source_of, without parsing its id)."""
+    of its own partition (as streamapp.pipeline.ledger.source_of has it, without parsing the
+    record's id again)."""
     lanes: dict[tuple[str, int], str] = {}
     sources = []
     for record in records:
         lane = lanes.get((record.topic, record.partition))
         if lane is None:
-            lane = lanes[record.topic, record.partition] = f"{record.topic}:{record.partition}"
+            lane = lanes[record.topic, record.partition] = lane_of(record.topic,
+                                                                   record.partition)
         sources.append((lane, record.offset))
     decoded = decode_sources(settings, [(comment_id(r.topic, r.partition, r.offset),
                                          r.timestamp_ms, r.value) for r in records])

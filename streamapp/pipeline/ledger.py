@@ -36,10 +36,15 @@ from streamapp.pipeline.counts import APPLIED_OFFSET, COUNTED_UPTO, SOURCES, Sou
 from streamapp.records import Incoming
 
 
+def lane_of(topic: str, partition: int) -> str:
+    """The lane of the records read from one partition (a comment's own, on the direct path)."""
+    return f"{topic}:{partition}"
+
+
 def source_of(record: Incoming, record_id: str) -> Source:
     """The lane and offset a record's counts are deduplicated by. `record_id` is the comment's
     id (`topic:partition:offset`): the record's own, or the one an inference record carries."""
-    consumed = f"{record.topic}:{record.partition}"
+    consumed = lane_of(record.topic, record.partition)
     origin, _, offset = record_id.rpartition(":")
     if record_id == record.id or not offset.isdigit() or not origin:
         return consumed, record.offset

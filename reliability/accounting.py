@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 
 from streamapp.edges.clients import follow, follow_until_complete
-from streamapp.pipeline.counts import CATEGORY, split_key, stats_entries
+from streamapp.pipeline.counts import CATEGORY, COUNTED_UPTO, SOURCES, split_key, stats_entries
+from streamapp.pipeline.ledger import apply_entry
 from streamapp.processes import WorkerProcess
 from streamapp.records import Reason
 
@@ -76,6 +77,13 @@ class ReliabilityReport:
     # Every category's table count equals its distinct ids: nothing missing, nothing twice.
     table_ok: bool | None = None
     table_diff: dict[str, int] = field(default_factory=dict)  # category -> table - oracle, != 0
+    # When the tables are off: the stats topic as read, put through the ledger in each
+    # partition's offset order (what a tally that lost no state would hold), and the source
+    # offsets it skipped as counted before. The replay short as well: the counts reached the
+    # topic out of their lane's order; the replay exact: the tables lost state or applied
+    # out of order.
+    replayed_tally_seen: int | None = None
+    replay_skips: list[str] = field(default_factory=list)
     exit_s: float | None = None  # sigterm: SIGTERM -> process exit
     exit_code: int | None = None
     rss_ready_mb: float | None = None  # largest worker RSS when it became ready
@@ -107,6 +115,8 @@ class ReliabilityReport:
                 f"over={self.table_over_count} (replayed counts skipped "
                 f"{self.batch_replay_count}) replayed={self.replayed_outputs} "
                 f"table_ok={self.table_ok} rejoins={self.rejoins} "
+                + (f"replayed_tally={self.replayed_tally_seen} skips={self.replay_skips[:5]} "
+                   if self.replayed_tally_seen is not None else "")
                 + (f"exit={self.exit_s:.1f}s code={self.exit_code} " if self.exit_s is not None
                    else "")
                 + (f"join={self.join_s:.1f}s partitions={self.joined_partitions} "
@@ -268,6 +278,34 @@ def _add_seen(counts: Counter[str], entries: dict[str, dict[str, Any]]) -> None:
         kind, name = split_key(key)
         if kind == CATEGORY:
             counts[name] += int(entry.get("seen", 0))
+
+
+def replay_tally(dump: Path) -> tuple[Counter[str], list[str]]:
+    """The stats topic dumped by `stats_topic_counts`, put through the ledger
+    (streamapp.pipeline.ledger.apply_entry) one partition at a time in offset order: the
+    `seen` counts per first-level category, and a line per entry whose counts it skipped for
+    source offsets at or below its key's mark (a replay, or counts that came out of order)."""
+    messages = [orjson.loads(line) for line in dump.read_bytes().splitlines() if line]
+    messages.sort(key=lambda m: (m["partition"], m["offset"]))
+    values: dict[str, dict[str, Any]] = {}
+    seen: Counter[str] = Counter()
+    skips: list[str] = []
+    for message in messages:
+        for key, entry in message["entries"].items():
+            current = values.get(key)
+            marks = (current or {}).get(COUNTED_UPTO, {})
+            values[key], added = apply_entry(current, entry, message["offset"])
+            kind, name = split_key(key)
+            if kind == CATEGORY:
+                seen[name] += added.get("seen", 0)
+            if added.get("seen", 0) < entry.get("seen", 0):
+                below = {lane: [o for offsets in by_outcome.values() for o in offsets
+                                if o <= marks.get(lane, -1)]
+                         for lane, by_outcome in entry.get(SOURCES, {}).items()}
+                skips.append(f"stats:{message['partition']}@{message['offset']} {key}: "
+                             + ", ".join(f"{lane} {min(o)}..{max(o)} at or below "
+                                         f"{marks.get(lane)}" for lane, o in below.items() if o))
+    return seen, skips
 
 
 def check_tables(report: ReliabilityReport, table: Counter[str] | None,

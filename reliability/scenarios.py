@@ -41,6 +41,7 @@ from reliability.accounting import (
     collect_outputs,
     count_rejoins,
     oracle_counts,
+    replay_tally,
     stats_topic_counts,
     table_counts,
 )
@@ -368,6 +369,9 @@ def run_scenario(model_dir: str | Path, *, fault: str = "kill9", records: int = 
                                                      settle=2.0))
             distinct, replayed = oracle_counts(set(ids), everything)
         check_tables(report, table, distinct, replayed, stats)
+        if report.table_ok is False:
+            replayed_seen, report.replay_skips = replay_tally(run.workdir / "stats-topic.jsonl")
+            report.replayed_tally_seen = sum(replayed_seen.values())
         report.exit_s, report.exit_code = run.exit_s, run.exit_code
         report.rss_ready_mb, report.rss_peak_mb = run.rss_ready_mb, run.rss_peak_mb
         report.rejoins = count_rejoins([Path(p) for p in report.logs], run.starts)

@@ -443,6 +443,33 @@ def test_the_recovery_section_survives_a_rewritten_report(tmp_path: Path) -> Non
     assert section_of(out.read_text()) == section
 
 
+def test_the_tally_replay_finds_counts_that_reached_the_topic_out_of_their_lanes_order(
+        tmp_path: Path) -> None:
+    """A stats dump put through the ledger: a replayed batch is skipped and named; counts of
+    a lane that arrive after later ones of it are skipped too (the replay comes out short,
+    as a table that applied them in that order would), and named by lane and offsets."""
+    from reliability.accounting import replay_tally
+
+    def message(partition: int, offset: int, lane: str, offsets: list[int]) -> bytes:
+        entry = {"seen": len(offsets), "_src": {lane: {"seen": offsets}}}
+        return orjson.dumps({"partition": partition, "offset": offset,
+                             "entries": {"category:生鲜": entry}})
+
+    lane = "streamapp-inference:1>comments:0"
+    dump = tmp_path / "stats-topic.jsonl"
+    dump.write_bytes(b"\n".join([
+        message(0, 1, lane, [3, 4]),  # applied after offset 0 below: the dump's order aside
+        message(0, 0, lane, [0, 1, 2]),
+        message(0, 2, lane, [3, 4]),  # a replay: counted before
+        message(0, 3, lane, [8, 9]),  # a later batch first ...
+        message(0, 4, lane, [5, 6, 7]),  # ... so this one's counts are lost
+    ]) + b"\n")
+    seen, skips = replay_tally(dump)
+    assert seen == {"生鲜": 7}
+    assert skips == [f"stats:0@2 category:生鲜: {lane} 3..4 at or below 4",
+                     f"stats:0@4 category:生鲜: {lane} 5..7 at or below 9"]
+
+
 def _account(outputs: Outputs, committed: Outputs | None) -> ReliabilityReport:
     ids = {"comments:0:0": 1.0, "comments:0:1": 1.0, "comments:1:0": 1.0}
     return account("kill9", 0, ids, outputs, fault_started=2.0, fault_ended=2.0,

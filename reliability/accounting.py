@@ -341,3 +341,20 @@ def count_rejoins(logs: list[Path], starts: int) -> int:
         with contextlib.suppress(OSError):
             joins += len(re.findall(r"Joined group '", log.read_text(errors="replace")))
     return max(joins - starts, 0)
+
+
+# Warnings every rebalance or burst writes, which say nothing about a run gone wrong.
+_ROUTINE_WARNINGS = ("producer buffer full", "because it is rebalancing")
+
+
+def notable_log_lines(logs: list[str], most: int = 30) -> list[str]:
+    """The workers' warnings and errors beyond the routine ones, the first `most`, each
+    prefixed with its log's name: for a failed run's message, as CI keeps no run folders."""
+    lines: list[str] = []
+    for log in logs:
+        with contextlib.suppress(OSError):
+            for line in Path(log).read_text(errors="replace").splitlines():
+                if re.search(r"\[(WARNING|ERROR|CRITICAL)\]", line) and \
+                        not any(routine in line for routine in _ROUTINE_WARNINGS):
+                    lines.append(f"{Path(log).name}: {line[:300]}")
+    return lines[:most]

@@ -19,6 +19,7 @@ from reliability.accounting import (
     ReliabilityReport,
     account,
     collect_both,
+    notable_log_lines,
 )
 from reliability.scenarios import SLOW_DELAY_ENV, SLOW_HANDLER, run_scenario
 from streamapp.application import create_app
@@ -355,7 +356,7 @@ def test_hard_killed_worker_loses_nothing_after_restart(tiny_model: Path,
     assert report.table_seen is not None, report.summary()
     assert report.oracle_seen >= report.records_in - report.dead_lettered, report.summary()
     assert report.table_over_count == 0, f"{report.summary()}; per category {report.table_diff}"
-    assert report.table_ok, f"{report.summary()}; per category {report.table_diff}"
+    assert report.table_ok, _tables_off(report)
     assert report.batch_replay_count is not None and report.batch_replay_count >= 0
 
 
@@ -380,7 +381,7 @@ def test_a_worker_joining_and_leaving_loses_nothing_and_replays_little(
     assert report.lost == 0, f"{report.summary()}; lost e.g. {report.lost_ids}"
     assert report.duplicated <= JOIN_LEAVE_DUPLICATES, report.summary()
     assert not report.crashed and not report.unexpected_ids, report.summary()
-    assert report.table_ok, f"{report.summary()}; per category {report.table_diff}"
+    assert report.table_ok, _tables_off(report)
 
 
 # SIGTERM -> exit, with up to STREAMAPP_PIPELINE_DEPTH (2) batches of SLOW_INFER_DELAY_S to
@@ -422,7 +423,7 @@ def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_in_bounded_time(
     assert report.lost == 0, f"{report.summary()}; lost e.g. {report.lost_ids}"
     assert report.duplicated <= REREAD_ALLOWANCE, report.summary()
     assert not report.crashed and not report.unexpected_ids, report.summary()
-    assert report.table_ok, f"{report.summary()}; per category {report.table_diff}"
+    assert report.table_ok, _tables_off(report)
 
 
 def test_the_recovery_section_survives_a_rewritten_report(tmp_path: Path) -> None:
@@ -468,6 +469,27 @@ def test_the_tally_replay_finds_counts_that_reached_the_topic_out_of_their_lanes
     assert seen == {"生鲜": 7}
     assert skips == [f"stats:0@2 category:生鲜: {lane} 3..4 at or below 4",
                      f"stats:0@4 category:生鲜: {lane} 5..7 at or below 9"]
+
+
+def test_a_failed_runs_message_names_the_workers_unusual_warnings(tmp_path: Path) -> None:
+    log = tmp_path / "worker-0.log"
+    log.write_text("[2026-12-07 12:27:13,476] [1] [WARNING] producer buffer full size 113\n"
+                   "[2026-12-07 12:27:14,000] [1] [INFO] Joined group 'streamapp'\n"
+                   "[2026-12-07 12:27:15,000] [1] [WARNING] streamapp-stats:2: offset 33 "
+                   "arrived before 30\n"
+                   "[2026-12-07 12:27:16,000] [1] [ERROR] Heartbeat failed\n")
+    lines = notable_log_lines([str(log), str(tmp_path / "never-written.log")])
+    assert lines == [
+        "worker-0.log: [2026-12-07 12:27:15,000] [1] [WARNING] streamapp-stats:2: offset 33 "
+        "arrived before 30",
+        "worker-0.log: [2026-12-07 12:27:16,000] [1] [ERROR] Heartbeat failed"]
+
+
+def _tables_off(report: ReliabilityReport) -> str:
+    """A failed table check's message: the run, the tally replayed from the stats topic, the
+    categories off, and the workers' warnings (CI keeps no run folders)."""
+    return (f"{report.summary()}; per category {report.table_diff}; "
+            f"worker warnings {notable_log_lines(report.logs)}")
 
 
 def _account(outputs: Outputs, committed: Outputs | None) -> ReliabilityReport:

@@ -523,6 +523,61 @@ def test_two_model_threads_compute_two_batches_at_once_only_for_a_model_that_all
         assert model.most_inside == 1 and outcomes == [[0.25], [0.25]]
 
 
+class TakesItsTime:
+    """A model that sleeps `per_record` seconds a record (the GIL let go, as torch's kernels
+    do), scores each request by its index and reports one `process_s` a record."""
+
+    concurrent_batches = True
+
+    def __init__(self, per_record: float) -> None:
+        self.per_record = per_record
+        self.calls: list[list[int]] = []
+        self.inside = 0
+        self.most_inside = 0
+        self._lock = threading.Lock()
+
+    def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> None:
+        return None
+
+    def finish(self, prepared: None, requests: Sequence[dict[str, Any]],
+               timing: BatchTiming) -> list[Outcome]:
+        with self._lock:
+            self.calls.append([r["i"] for r in requests])
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(self.per_record * len(requests))
+        with self._lock:
+            self.inside -= 1
+        timing.process_s += len(requests)
+        timing.tokens += len(requests)
+        return [r["i"] / 100 for r in requests]
+
+
+@pytest.mark.parametrize(("per_record", "parts"), [(0.1, 2), (0.0, 1)])
+def test_a_batch_long_enough_is_cut_into_a_part_per_model_thread(per_record: float,
+                                                                 parts: int) -> None:
+    """Once the engine knows a record's time: a batch whose halves take SPLIT_MIN_PART_S or
+    more computes as two halves at once, its outcomes in order, its model time the longer
+    half's; a quick model's batch stays whole."""
+    model = TakesItsTime(per_record)
+    engine = InferenceEngine(model_threads=2)
+    batch = [{"i": i} for i in range(8)]
+    timing = BatchTiming()
+    try:
+        assert engine.parts_for(model, 8) == 1  # nothing measured yet
+        asyncio.run(engine.score(model, batch[:4]))
+        assert engine.parts_for(model, 8) == parts
+        outcomes = asyncio.run(engine.score(model, batch, timing))
+    finally:
+        engine.close()
+    assert outcomes == [i / 100 for i in range(8)]
+    if parts == 2:
+        assert sorted(model.calls[1:]) == [[0, 1, 2, 3], [4, 5, 6, 7]] and model.most_inside == 2
+        assert (timing.process_s, timing.tokens) == (4, 8)
+    else:
+        assert model.calls[1:] == [list(range(8))] and (timing.process_s, timing.tokens) == (8, 8)
+
+
 @pytest.mark.parametrize(("handler", "device", "setting", "expected"), [
     ("streamapp.serving.handlers.builtin:SkuMatchInfer", "cpu", None, 2),
     ("streamapp.serving.handlers.builtin:SkuMatchInfer", "cuda", None, 1),

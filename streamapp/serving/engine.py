@@ -4,7 +4,9 @@ The Faust event loop must keep heartbeating, fetching and serving the web view w
 computes, so every model call goes to one dedicated thread (torch releases the GIL in its
 kernels). Tokenizing runs in a thread of its own, so the next batch is tokenized while the
 model computes this one; on a CPU two model threads compute two batches at once
-(STREAMAPP_MODEL_THREADS, streamapp.serving.manager.batches_at_once).
+(STREAMAPP_MODEL_THREADS, streamapp.serving.manager.batches_at_once), and a batch long enough
+to pay for it is cut into one part per model thread, so that a batch computing alone (the last
+of a backlog, or any batch at low load) still has every thread.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -29,6 +32,14 @@ from streamapp.serving.outcomes import (  # noqa: F401 (the engine's API, define
 from streamapp.serving.scores import ScoreError
 
 log = logging.getLogger(__name__)
+
+# A batch is cut into parts for the model threads only where each part would compute at least
+# this long, by the time per record measured so far: a call's fixed cost then stays small.
+# On the 2-core AMD EPYC (BENCHMARKS.md, "Probes", session 16): BERT-base shape, a batch of
+# 55 on one thread 6.8 s, in two halves on two threads 3.5 s, two batches cut in halves 7.2 s
+# against 7.1 whole; the demo model's 64 in 52 ms whole and 33 ms in halves, but two batches
+# in halves 8% slower than whole.
+SPLIT_MIN_PART_S = 0.1
 
 
 def failure(exc: BaseException) -> ModelFailure:
@@ -77,6 +88,7 @@ class InferenceEngine:
         self.recover_after = recover_after
         self.out_of_memory = 0
         self._good_in_a_row = 0
+        self._seconds_per_record: float | None = None  # a model thread's, running average
 
     def _on_success(self) -> None:
         self._good_in_a_row += 1
@@ -97,7 +109,12 @@ class InferenceEngine:
     def _finish_checked(self, model: BatchModel, prepared: Any,
                         requests: Sequence[dict[str, Any]],
                         timing: BatchTiming) -> list[Outcome]:
+        started = time.perf_counter()
         outcomes = model.finish(prepared, requests, timing)
+        per_record = (time.perf_counter() - started) / max(len(requests), 1)
+        before = self._seconds_per_record
+        self._seconds_per_record = per_record if before is None else \
+            0.8 * before + 0.2 * per_record
         if len(outcomes) != len(requests):
             raise ScoreError(f"model returned {len(outcomes)} scores for {len(requests)} inputs")
         for outcome in outcomes:
@@ -113,9 +130,36 @@ class InferenceEngine:
         start = 0
         while start < len(requests):
             chunk = requests[start:start + self.limit]  # the limit may shrink in between
-            outcomes += await self._score(model, chunk, timing)
+            outcomes += await self._score_in_parts(model, chunk, timing)
             start += len(chunk)
         return outcomes
+
+    def parts_for(self, model: BatchModel, size: int) -> int:
+        """How many parts a batch of `size` is computed in: one per model thread, for a model
+        whose batches may run at once, as long as each part computes SPLIT_MIN_PART_S."""
+        per_record = self._seconds_per_record
+        if self.model_threads < 2 or per_record is None or \
+                not getattr(model, "concurrent_batches", False):
+            return 1
+        parts = min(self.model_threads, size)
+        while parts > 1 and size / parts * per_record < SPLIT_MIN_PART_S:
+            parts -= 1
+        return parts
+
+    async def _score_in_parts(self, model: BatchModel, requests: Sequence[dict[str, Any]],
+                              timing: BatchTiming) -> list[Outcome]:
+        # The parts queue for the model threads with any other batch's: no thread computes
+        # more than one part at a time, so nothing oversubscribes the cores.
+        parts = self.parts_for(model, len(requests))
+        if parts == 1:
+            return await self._score(model, requests, timing)
+        size = len(requests)
+        cut = [requests[i * size // parts:(i + 1) * size // parts] for i in range(parts)]
+        timings = [BatchTiming() for _ in cut]
+        scored = await asyncio.gather(*(self._score(model, part, part_timing)
+                                        for part, part_timing in zip(cut, timings, strict=True)))
+        timing.add_parts(timings)
+        return [outcome for part in scored for outcome in part]
 
     async def _score(self, model: BatchModel, requests: Sequence[dict[str, Any]],
                      timing: BatchTiming) -> list[Outcome]:

@@ -3,6 +3,7 @@ worker's side of a model process (streamapp.serving.process) reads it without lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,14 @@ class BatchTiming:
     process_s: float = 0.0
     tokens: int = 0  # real tokens, when the preprocessed batch has an attention mask
     padded_tokens: int = 0  # tokens including padding
+
+    def add_parts(self, parts: Sequence[BatchTiming]) -> None:
+        """Add the parts of a batch computed side by side: their tokenizing one after
+        another (one tokenizer thread), their model time at once (the longest counts)."""
+        self.preprocess_s += sum(part.preprocess_s for part in parts)
+        self.process_s += max((part.process_s for part in parts), default=0.0)
+        self.tokens += sum(part.tokens for part in parts)
+        self.padded_tokens += sum(part.padded_tokens for part in parts)
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,12 @@ ranges for times and memory):
 - **tables ok**: every category's table count equals its distinct ids (nothing missing,
   nothing twice). When it fails, the run's folder holds `stats-topic.jsonl`, the stats topic
   as read, to replay the tally by hand: so the join_leave failure CI met was traced to stats
-  messages applied after later ones of their partition (streamapp/pipeline/tally.py).
+  messages applied after later ones of their partition (streamapp/pipeline/tally.py). The
+  run then also replays that dump through the ledger itself and its summary adds
+  `replayed_tally` (what a tally that lost no state would hold) and `skips` (the source
+  offsets it skipped as counted, by lane): a replay short as well means counts reached the
+  topic out of their lane's order; a replay that is exact puts the loss in the tables'
+  state. The tests' message adds the workers' unusual warnings, as CI keeps no run folders.
 - **rejoins**: `Joined group` lines beyond one per worker start: every rebalance makes every
   member join again (kill -9 leaves a dead member until its session expires: one more).
   For `slow_model`, 0 means the group never dropped the worker.

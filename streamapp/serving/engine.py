@@ -136,15 +136,13 @@ class InferenceEngine:
 
     def parts_for(self, model: BatchModel, size: int) -> int:
         """How many parts a batch of `size` is computed in: one per model thread, for a model
-        whose batches may run at once, as long as each part computes SPLIT_MIN_PART_S. Before
-        any batch is measured, cut: for a quick model the cost is one batch's call overhead,
-        for a slow one the first batches are the longest wait (a backlog's first take)."""
-        if self.model_threads < 2 or not getattr(model, "concurrent_batches", False):
-            return 1
+        whose batches may run at once, as long as each part computes SPLIT_MIN_PART_S."""
         per_record = self._seconds_per_record
+        if self.model_threads < 2 or per_record is None or \
+                not getattr(model, "concurrent_batches", False):
+            return 1
         parts = min(self.model_threads, size)
-        while parts > 1 and per_record is not None and \
-                size / parts * per_record < SPLIT_MIN_PART_S:
+        while parts > 1 and size / parts * per_record < SPLIT_MIN_PART_S:
             parts -= 1
         return parts
 

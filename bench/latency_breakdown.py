@@ -17,13 +17,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bench.measures import feed_and_read, load_comments, running_pipeline, steady_values
 from streamapp.edges.clients import follow
+from streamapp.framing import header_of
+from streamapp.pipeline.batchwork import FANNED_OUT_MARK
 from streamapp.settings import Settings
 
 COMMENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "comments.jsonl"
+
+
+def fanned_out_ids(value: bytes) -> list[str]:
+    """The comment ids an inference-topic message carries (streamapp.pipeline.fanout)."""
+    return header_of(value, len(FANNED_OUT_MARK))[0]["id"]
 
 
 def percentiles(values: list[float]) -> str:
@@ -44,8 +49,8 @@ def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]
             if settings.get("fanout", "true") == "true":
                 async for record in follow(pipe.broker.url, [pipe.worker.source_topic],
                                            idle_timeout=3):
-                    for payload in orjson.loads(record.value):
-                        fanned_at[payload["id"]] = record.timestamp
+                    for comment_id in fanned_out_ids(record.value):
+                        fanned_at[comment_id] = record.timestamp
 
         asyncio.run(run())
         agents = pipe.worker.stats()["agents"]

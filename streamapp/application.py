@@ -126,6 +126,8 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "producer_linger_ms": 5,
         "producer_max_batch_size": settings.producer_batch_bytes,
         "stream_buffer_maxsize": STREAM_BUFFER_MAXSIZE,
+        # Faust's Stream, but an idle take sleeps instead of waking every batch wait.
+        "Stream": "streamapp.pipeline.streams:BatchingStream",
     }
 
 

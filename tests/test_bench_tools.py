@@ -1,5 +1,6 @@
 """The bench tools that are not `make bench`: bench-gpu in its smoke mode (the same code as
-on a GPU, a tiny model on the CPU) and the profile reader."""
+on a GPU, a tiny model on the CPU), the profile reader and the latency breakdown's reading of
+the fan-out hop."""
 
 from __future__ import annotations
 
@@ -59,3 +60,15 @@ def test_sensor_probe_times_the_three_sensors(capsys: pytest.CaptureFixture[str]
     assert [line.split(":")[0] for line in lines] == [
         "Faust's Monitor", "Faust's PrometheusMonitor", "streamapp's FaustSensor"]
     assert all(float(line.split(": ")[1].split()[0]) > 0 for line in lines)
+
+
+def test_latency_breakdown_reads_the_comment_ids_of_an_inference_message() -> None:
+    from bench.latency_breakdown import fanned_out_ids
+    from streamapp.pipeline.fanout import fanned_out_messages
+    from streamapp.records import Incoming
+
+    records = [Incoming(b'{"reviewBody": "x"}', "comments", 1, offset, 1_700_000_000_000)
+               for offset in range(5)]
+    messages = list(fanned_out_messages(records, limit=1 << 20, most=3))
+    assert [fanned_out_ids(message) for message in messages] == [
+        ["comments:1:0", "comments:1:1", "comments:1:2"], ["comments:1:3", "comments:1:4"]]

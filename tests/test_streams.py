@@ -72,3 +72,33 @@ def test_an_idle_take_sleeps_where_faust_s_wakes_every_batch_wait() -> None:
 def test_the_worker_s_streams_are_batching_streams() -> None:
     app = create_app(Settings(store="memory"))
     assert app.conf.Stream is BatchingStream
+
+
+def test_leaving_a_take_gives_the_stream_its_acks_back() -> None:
+    app = faust.App("take-leave", broker="kafka://127.0.0.1:1", store="memory://",
+                    Stream=BatchingStream)
+    seen: dict[str, Any] = {}
+
+    @app.agent()
+    async def once(stream: Any) -> None:
+        async for events in stream.take_events(2, within=0.05):
+            seen["values"] = [event.value for event in events]
+            seen["acks while taking"] = stream.enable_acks
+            break
+        await asyncio.sleep(0.05)  # the loop closes a generator left behind (asyncgen hooks)
+        seen["acks after"] = stream.enable_acks
+        seen["take's processor after"] = [p for p in stream._processors
+                                          if p.__name__ == "add_to_buffer"]
+        await asyncio.sleep(60)  # until the test context stops the agent
+
+    async def run() -> None:
+        app.finalize()
+        app.flow_control.resume()
+        async with once.test_context() as agent:
+            for value in (1, 2):
+                await agent.put(value)
+            await asyncio.sleep(0.2)
+
+    asyncio.run(run())
+    assert seen == {"values": [1, 2], "acks while taking": False, "acks after": True,
+                    "take's processor after": []}

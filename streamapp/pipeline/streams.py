@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from faust import Stream
+from faust.streams import _tracks_buffer_agen
 from faust.types import EventT
 from mode import Seconds, want_seconds
 from mode.utils.aiter import aiter
@@ -26,6 +27,7 @@ from mode.utils.futures import notify
 class BatchingStream(Stream):  # type: ignore[type-arg]
     """A Faust Stream whose `take_events` sleeps until a batch has begun."""
 
+    @_tracks_buffer_agen  # Faust's: a generator left unfinished is closed when the stream stops
     async def take_events(self, max_: int, within: Seconds
                           ) -> AsyncGenerator[Sequence[EventT], None]:
         """Batches of up to `max_` events: each yielded when full, or `within` seconds after
@@ -63,23 +65,28 @@ class BatchingStream(Stream):  # type: ignore[type-arg]
                 await self.crash(exc)
             return value
 
+        enable_acks = self.enable_acks
         self.enable_acks = False  # acked below, once the batch is done with
         self.add_processor(add_to_buffer)
         self._enable_passive(aiter(self.channel))  # type: ignore[arg-type]  # as Faust's
-        while not self.should_stop:
-            if not events and await self.wait_for_stopped(started):  # type: ignore[arg-type]
-                break
-            await self.wait_for_stopped(full, timeout=timeout)  # type: ignore[arg-type]
-            if not events:
-                continue
-            consuming = self.loop.create_future()
-            try:
-                yield list(events)
-            finally:
-                for event in events:
-                    await self.ack(event)
-                events.clear()
-                started.clear()
-                full.clear()
-                notify(consuming)  # the next add may go on
-                consumed.set()
+        try:
+            while not self.should_stop:
+                if not events and await self.wait_for_stopped(started):  # type: ignore[arg-type]
+                    break
+                await self.wait_for_stopped(full, timeout=timeout)  # type: ignore[arg-type]
+                if not events:
+                    continue
+                consuming = self.loop.create_future()
+                try:
+                    yield list(events)
+                finally:
+                    for event in events:
+                        await self.ack(event)
+                    events.clear()
+                    started.clear()
+                    full.clear()
+                    notify(consuming)  # the next add may go on
+                    consumed.set()
+        finally:
+            self.enable_acks = enable_acks
+            self._processors.remove(add_to_buffer)

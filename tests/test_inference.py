@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -474,6 +475,26 @@ def test_the_next_batch_is_tokenized_while_the_model_computes() -> None:
         engine.close()
 
 
+class Occupancy:
+    """How many model calls are inside `finish` at once, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
 class MeetsTheOtherBatch:
     """A model whose batches each wait inside `finish` until the other one is there too: they
     finish only when two batches compute at once."""
@@ -481,26 +502,19 @@ class MeetsTheOtherBatch:
     def __init__(self, concurrent: bool) -> None:
         self.concurrent_batches = concurrent
         self.both_in = threading.Barrier(2, timeout=2)
-        self.inside = 0
-        self.most_inside = 0
-        self._lock = threading.Lock()
+        self.occupancy = Occupancy()
 
     def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> None:
         return None
 
     def finish(self, prepared: None, requests: Sequence[dict[str, Any]],
                timing: BatchTiming) -> list[Outcome]:
-        with self._lock:
-            self.inside += 1
-            self.most_inside = max(self.most_inside, self.inside)
-        try:
-            self.both_in.wait()
-            return [0.5] * len(requests)
-        except threading.BrokenBarrierError:
-            return [0.25] * len(requests)  # alone: the other batch never came in beside it
-        finally:
-            with self._lock:
-                self.inside -= 1
+        with self.occupancy.inside():
+            try:
+                self.both_in.wait()
+                return [0.5] * len(requests)
+            except threading.BrokenBarrierError:
+                return [0.25] * len(requests)  # alone: the other batch never came in beside it
 
 
 @pytest.mark.parametrize("concurrent", [True, False])
@@ -518,9 +532,9 @@ def test_two_model_threads_compute_two_batches_at_once_only_for_a_model_that_all
     finally:
         engine.close()
     if concurrent:
-        assert outcomes == [[0.5], [0.5]] and model.most_inside == 2
+        assert outcomes == [[0.5], [0.5]] and model.occupancy.most == 2
     else:
-        assert model.most_inside == 1 and outcomes == [[0.25], [0.25]]
+        assert model.occupancy.most == 1 and outcomes == [[0.25], [0.25]]
 
 
 class TakesItsTime:
@@ -532,22 +546,16 @@ class TakesItsTime:
     def __init__(self, per_record: float) -> None:
         self.per_record = per_record
         self.calls: list[list[int]] = []
-        self.inside = 0
-        self.most_inside = 0
-        self._lock = threading.Lock()
+        self.occupancy = Occupancy()
 
     def prepare(self, requests: Sequence[dict[str, Any]], timing: BatchTiming) -> None:
         return None
 
     def finish(self, prepared: None, requests: Sequence[dict[str, Any]],
                timing: BatchTiming) -> list[Outcome]:
-        with self._lock:
-            self.calls.append([r["i"] for r in requests])
-            self.inside += 1
-            self.most_inside = max(self.most_inside, self.inside)
-        time.sleep(self.per_record * len(requests))
-        with self._lock:
-            self.inside -= 1
+        self.calls.append([r["i"] for r in requests])  # list.append holds the GIL
+        with self.occupancy.inside():
+            time.sleep(self.per_record * len(requests))
         timing.process_s += len(requests)
         timing.tokens += len(requests)
         return [r["i"] / 100 for r in requests]
@@ -572,7 +580,7 @@ def test_a_batch_long_enough_is_cut_into_a_part_per_model_thread(per_record: flo
         engine.close()
     assert outcomes == [i / 100 for i in range(8)]
     if parts == 2:
-        assert sorted(model.calls[1:]) == [[0, 1, 2, 3], [4, 5, 6, 7]] and model.most_inside == 2
+        assert sorted(model.calls[1:]) == [[0, 1, 2, 3], [4, 5, 6, 7]] and model.occupancy.most == 2
         assert (timing.process_s, timing.tokens) == (4, 8)
     else:
         assert model.calls[1:] == [list(range(8))] and (timing.process_s, timing.tokens) == (8, 8)

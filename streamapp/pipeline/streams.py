@@ -4,7 +4,7 @@ Faust's `take_events(max_, within)` wakes every `within` seconds whether or not 
 came: with the 5 ms waits of the ingest and inference takes an idle worker woke 400 times a
 second, about 5% of a core of its 8% idle (py-spy: `Stream.take_events` ->
 `Service.wait_first`; 3% with both waits at 1 s). That CPU is the model's on a two-core
-machine, and the broker-bound cost of every idle worker of a fleet. `BatchingStream` waits
+machine, and every idle worker of a fleet pays it. `BatchingStream` waits
 for the first event of a batch without a timeout, then up to `within` for the batch to fill:
 the batch wait counts from a batch's first comment (Triton's max queue delay), not from the
 last wake-up. Buffering, acks and the one-batch-at-a-time hand-over are Faust's own.

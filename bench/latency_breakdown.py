@@ -54,7 +54,7 @@ def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]
 
         asyncio.run(run())
         agents = pipe.worker.stats()["agents"]
-    total, to_fanout, to_batch, scoring = [], [], [], []
+    total, to_fanout, to_batch, scoring, compute = [], [], [], [], []
     for record_id, result in results.items():
         timing = result["timing"]
         if not timing.get("source_ts"):
@@ -62,6 +62,7 @@ def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]
         batch_start = timing["source_ts"] + timing["queued_ms"]
         total.append(timing["predicted_at"] - timing["source_ts"])
         scoring.append(timing["predicted_at"] - batch_start)
+        compute.append(timing["compute_ms"])
         if record_id in fanned_at:
             to_fanout.append(fanned_at[record_id] - timing["source_ts"])
             to_batch.append(batch_start - fanned_at[record_id])
@@ -73,6 +74,7 @@ def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]
         print(f"  comment -> inference message    {percentiles(to_fanout)}")
         print(f"  inference message -> batch      {percentiles(to_batch)}")
     print(f"  batch start -> scored           {percentiles(scoring)}")
+    print(f"    of which the model computing  {percentiles(compute)}")
 
 
 def main(argv: list[str]) -> None:

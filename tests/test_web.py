@@ -446,6 +446,11 @@ def test_dashboard_api_and_metrics_show_a_running_worker(
 
     wait_until(caught_up, 30, "the lag to show every record read and committed")
     assert "ListOffsets" in stats["lag"]["note"]
+    # Only what the worker reads is fetched: its tables' changelogs, read in recovery only,
+    # are paused in aiokafka (else every changelog write held the next fetch back 100 ms).
+    unread = stats["unread_partitions"]
+    assert unread and all("-changelog:" in p for p in unread), unread
+    assert set(unread) <= set(stats["assigned_partitions"])
     assert {"name", "version", "device", "dtype", "loaded_at", "reloads",
             "last_reload_error"} <= set(stats["model"])
 

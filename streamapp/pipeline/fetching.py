@@ -1,9 +1,10 @@
 """The consumer thread's fetches: a fetch wait and end offsets that hold on any
 Kafka-protocol broker (the embedded one answers fetches by polling, and ListOffsets short of
-the end)."""
+the end), and fetches of only the partitions Faust reads."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,11 @@ from faust.types import TP
 
 
 class FetchWaitConsumerThread(AIOKafkaConsumerThread):
-    """Fetch wait and end offsets that hold on any Kafka-protocol broker."""
+    """Fetch wait and end offsets that hold on any Kafka-protocol broker; fetches of only
+    the partitions Faust reads."""
+
+    _fetching: tuple[frozenset[TopicPartition], frozenset[TP]] | None = None
+    unread: frozenset[TopicPartition] = frozenset()  # assigned, not fetched now
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -30,6 +35,36 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
         self._bootstrap = server_list(transport.url, transport.default_port)
         return consumer
 
+    async def on_start(self) -> None:
+        await super().on_start()
+        settings = self.app.settings
+        adapt_fetch_wait(self._consumer, busy_ms=settings.fetch_wait_busy_ms,
+                         quiet_ms=settings.fetch_wait_ms)
+
+    async def _fetch_records(self, consumer: aiokafka.AIOKafkaConsumer,
+                             active_partitions: set[TP], timeout: float | None = None,
+                             max_records: int | None = None) -> Any:
+        if active_partitions is not None:  # None: a client-only app reads everything
+            self._fetch_only_read(consumer, active_partitions)
+        return await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                            max_records=max_records)
+
+    def _fetch_only_read(self, consumer: aiokafka.AIOKafkaConsumer, active: set[TP]) -> None:
+        """Pause, in aiokafka, the assigned partitions Faust does not read now.
+
+        Faust stops reading a partition by leaving it out of the ones it asks aiokafka for
+        (its table changelogs once recovered, a stream whose buffer is full), but aiokafka
+        goes on fetching what is assigned. A fetched record nobody takes holds back every
+        next fetch from that broker for aiokafka's prefetch backoff (100 ms): each changelog
+        write of the tables stalled the comments by up to 100 ms (BENCHMARKS.md, Probes).
+        A full stream's partition stays fetched, as before: its records are taken soon.
+        """
+        read = frozenset(active) | frozenset(self.consumer._buffered_partitions)
+        assigned = frozenset(consumer.assignment())
+        if self._fetching != (assigned, read):
+            self.unread = fetch_only(consumer, read)
+            self._fetching = (assigned, read)
+
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         """End offsets, checked against the high watermark of a fetch.
 
@@ -42,6 +77,44 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
         """
         reported = await super()._highwaters(partitions)
         return await fetched_end_offsets(self._bootstrap, reported)
+
+
+def fetch_only(consumer: aiokafka.AIOKafkaConsumer,
+               read: frozenset[TP] | frozenset[TopicPartition]) -> frozenset[TopicPartition]:
+    """Resume the consumer's assigned partitions in `read`, pause the others: those."""
+    assigned = consumer.assignment()
+    unread = frozenset(tp for tp in assigned if tp not in read)
+    consumer.pause(*unread)
+    consumer.resume(*(assigned - unread))
+    return unread
+
+
+QUIET_AFTER_S = 1.0  # a consumer's fetches come back empty this long: its topics are quiet
+
+
+def adapt_fetch_wait(consumer: aiokafka.AIOKafkaConsumer, *, busy_ms: int, quiet_ms: int,
+                     quiet_after_s: float = QUIET_AFTER_S) -> None:
+    """A started consumer's fetches wait at most `busy_ms` while records flow, `quiet_ms`
+    once none came for `quiet_after_s`.
+
+    aiokafka keeps one fetch in flight per broker and builds each with the fetcher's wait;
+    the wait is set after every answer, for the next fetch. (aiokafka has no option for it:
+    this wraps the fetcher's request, as the thread above sets its wait.)
+    """
+    fetcher = consumer._fetcher
+    fetch = fetcher._proc_fetch_request
+    last_records = -math.inf
+
+    async def fetch_and_adapt(assignment: Any, node_id: int, request: Any) -> bool:
+        nonlocal last_records
+        got_records: bool = await fetch(assignment, node_id, request)
+        now = time.monotonic()
+        if got_records:
+            last_records = now
+        fetcher._fetch_max_wait_ms = busy_ms if now - last_records < quiet_after_s else quiet_ms
+        return got_records
+
+    fetcher._proc_fetch_request = fetch_and_adapt
 
 
 async def fetched_end_offsets(bootstrap: list[str] | str,

@@ -35,6 +35,7 @@ from faust.types import TopicT
 from mode import Service
 
 from streamapp.pipeline.batches import Turn, exit_without_commit, infer_batch
+from streamapp.pipeline.fetching import adapt_fetch_wait
 from streamapp.records import Incoming
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ class BatchIntake(Service):
         self.consumer = self._new_consumer()
         self.consumer.subscribe([self.topic.get_topic_name()], listener=_OnRebalance(self))
         await self.consumer.start()
+        adapt_fetch_wait(self.consumer, busy_ms=self.app.settings.fetch_wait_busy_ms,
+                         quiet_ms=self.app.settings.fetch_wait_ms)
 
     async def on_stop(self) -> None:
         if self.consumer is None:

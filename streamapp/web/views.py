@@ -217,6 +217,8 @@ async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
         "generated_at": round(now, 3),
         "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in [
             *app.consumer.assignment(), *(app.intake.assignment() if app.intake else ())]),
+        "unread_partitions": sorted(f"{tp.topic}:{tp.partition}"
+                                    for tp in app.consumer.unread_partitions()),
         "model": app.models.status() if app.models is not None else None,
         "agents": {**worker_stats.snapshot(), **_engine_state(app)},
         **window.describe(window_s),

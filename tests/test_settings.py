@@ -87,6 +87,7 @@ EVERY_SETTING: dict[str, tuple[str, Any]] = {
     "store": ("memory", "memory"),
     "session_timeout_s": ("30.5", 30.5),
     "fetch_wait_ms": ("20", 20),
+    "fetch_wait_busy_ms": ("3", 3),
     "producer_batch_bytes": ("65536", 65536),
     "fetch_chunks": ("false", False),
     "security_protocol": ("SSL", "SSL"),

@@ -89,6 +89,12 @@ def fetch_only(consumer: aiokafka.AIOKafkaConsumer,
     return unread
 
 
+def unread_partitions(consumer: Any) -> frozenset[TopicPartition]:
+    """The assigned partitions a worker's Faust consumer does not fetch now."""
+    thread = getattr(consumer, "_thread", None)
+    return thread.unread if isinstance(thread, FetchWaitConsumerThread) else frozenset()
+
+
 QUIET_AFTER_S = 1.0  # a consumer's fetches come back empty this long: its topics are quiet
 
 

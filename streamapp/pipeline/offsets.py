@@ -56,7 +56,6 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from aiokafka import TopicPartition
 from faust.exceptions import ConsumerNotStarted
 from faust.transport.consumer import ensure_TPset
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -387,11 +386,6 @@ class SafeOffsetConsumer(AIOKafkaConsumer):
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    def unread_partitions(self) -> frozenset[TopicPartition]:
-        """The assigned partitions not fetched now (streamapp.pipeline.fetching)."""
-        thread = self._thread
-        return thread.unread if isinstance(thread, FetchWaitConsumerThread) else frozenset()
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         first = self._chunk_first.pop(tp, None)

@@ -35,6 +35,7 @@ from streamapp.pipeline.counts import (
     merge_counts,
     split_key,
 )
+from streamapp.pipeline.fetching import unread_partitions
 from streamapp.pipeline.stats import LATEST_DEAD_LETTERS, Interval, merge_snapshots
 from streamapp.web import health, metrics
 
@@ -218,7 +219,7 @@ async def collect_stats(app: StreamApp, lag: LagMonitor) -> Json:
         "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in [
             *app.consumer.assignment(), *(app.intake.assignment() if app.intake else ())]),
         "unread_partitions": sorted(f"{tp.topic}:{tp.partition}"
-                                    for tp in app.consumer.unread_partitions()),
+                                    for tp in unread_partitions(app.consumer)),
         "model": app.models.status() if app.models is not None else None,
         "agents": {**worker_stats.snapshot(), **_engine_state(app)},
         **window.describe(window_s),

@@ -120,15 +120,17 @@ class Settings(BaseModel):
     datadir: Path = Field(Path("var/data"), description="table state (RocksDB)")
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="table store")
     fetch_wait_ms: int = Field(50, ge=1, le=10_000,
-                               description="longest wait of a consumer fetch on quiet topics")
-    # A broker that answers fetches by polling (the embedded one) delivers a record about a
-    # fetch wait late: 14 ms at 50, 9 at 5 (BENCHMARKS.md, Probes). A short wait costs the
-    # broker a request per wait, which matters only when nothing comes: so short while
-    # records flow, long once they stop.
-    fetch_wait_busy_ms: int = Field(
-        5, ge=1, le=10_000,
+                               description="longest wait of a consumer fetch")
+    # A broker that answers fetches by polling (the embedded one) delivers a record up to a
+    # fetch wait late: 14 ms at 50, 9 at 5. Shorter waits while records flow cut the p99 at
+    # half load, but make fetches smaller and more: the broker's and worker's CPU a record
+    # rose by half, the demo model end to end lost about 4% (BENCHMARKS.md, Probes). On
+    # Kafka a fetch is answered when data comes, so the default leaves it off.
+    fetch_wait_busy_ms: int | None = Field(
+        None, ge=1, le=10_000,
         description="longest wait of a consumer fetch while records flow (a fetch returned "
-                    "records within the last second); = STREAMAPP_FETCH_WAIT_MS turns it off")
+                    "records within the last second and none is left unread); unset = "
+                    "STREAMAPP_FETCH_WAIT_MS always")
     # aiokafka keeps one produce request in flight per broker, and it carries one record
     # batch per partition: with Kafka's 16 KiB a batch of 512 results took four round trips.
     # At most 1,000,000: under Kafka's default max.message.bytes (1,048,588).

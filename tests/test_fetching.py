@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamapp.broker import EmbeddedBroker
 from streamapp.edges.clients import open_producer, send_all
-from streamapp.pipeline.fetching import adapt_fetch_wait, fetch_only
+from streamapp.pipeline.fetching import fetch_only, follow_the_traffic
 
 TOPIC = "fetched"
 FIRST, SECOND = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
@@ -76,17 +76,28 @@ def test_the_fetch_wait_is_short_while_records_flow_and_long_once_they_stop(
         consumer = await _consumer(broker, fetch_wait_ms=40)
         fetcher = consumer._fetcher
         try:
-            adapt_fetch_wait(consumer, busy_ms=7, quiet_ms=40, quiet_after_s=2.0)
+            follow_the_traffic(consumer, busy_ms=7, quiet_ms=40, quiet_after_s=2.0)
             await _read_until(consumer, lambda n: True)
             await asyncio.sleep(0.3)  # a few empty answers: still quiet
             assert fetcher._fetch_max_wait_ms == 40
             await _send(broker, 0, 5)
             await _read_until(consumer, lambda n: n[0] == 5)
+            await asyncio.sleep(0.05)  # the fetcher plans its next fetch
             assert fetcher._fetch_max_wait_ms == 7  # the next fetch after records
             await asyncio.sleep(0.5)  # empty answers within the quiet time: still busy
             assert fetcher._fetch_max_wait_ms == 7
             await asyncio.sleep(2.5)  # nothing for longer than the quiet time
             assert fetcher._fetch_max_wait_ms == 40
+            # Records fetched and left unread (a reader behind): the next are there already.
+            await _send(broker, 1, 5)
+            async with asyncio.timeout(20):
+                while SECOND not in fetcher._records:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            assert fetcher._fetch_max_wait_ms == 40
+            await _read_until(consumer, lambda n: n[1] == 5)
+            await asyncio.sleep(0.05)
+            assert fetcher._fetch_max_wait_ms == 7
         finally:
             await consumer.stop()
 

@@ -14,6 +14,8 @@ from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, server_list
 from faust.types import TP
 
+from streamapp.settings import Settings
+
 
 class FetchWaitConsumerThread(AIOKafkaConsumerThread):
     """Fetch wait and end offsets that hold on any Kafka-protocol broker; fetches of only
@@ -37,9 +39,7 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
 
     async def on_start(self) -> None:
         await super().on_start()
-        settings = self.app.settings
-        adapt_fetch_wait(self._consumer, busy_ms=settings.fetch_wait_busy_ms,
-                         quiet_ms=settings.fetch_wait_ms)
+        adapt_fetch_wait(self._consumer, self.app.settings)
 
     async def _fetch_records(self, consumer: aiokafka.AIOKafkaConsumer,
                              active_partitions: set[TP], timeout: float | None = None,
@@ -98,29 +98,42 @@ def unread_partitions(consumer: Any) -> frozenset[TopicPartition]:
 QUIET_AFTER_S = 1.0  # a consumer's fetches come back empty this long: its topics are quiet
 
 
-def adapt_fetch_wait(consumer: aiokafka.AIOKafkaConsumer, *, busy_ms: int, quiet_ms: int,
-                     quiet_after_s: float = QUIET_AFTER_S) -> None:
-    """A started consumer's fetches wait at most `busy_ms` while records flow, `quiet_ms`
-    once none came for `quiet_after_s`.
+def adapt_fetch_wait(consumer: aiokafka.AIOKafkaConsumer, settings: Settings) -> None:
+    """STREAMAPP_FETCH_WAIT_BUSY_MS, when set, for a started consumer."""
+    if settings.fetch_wait_busy_ms is not None:
+        follow_the_traffic(consumer, busy_ms=settings.fetch_wait_busy_ms,
+                           quiet_ms=settings.fetch_wait_ms)
 
-    aiokafka keeps one fetch in flight per broker and builds each with the fetcher's wait;
-    the wait is set after every answer, for the next fetch. (aiokafka has no option for it:
-    this wraps the fetcher's request, as the thread above sets its wait.)
+
+def follow_the_traffic(consumer: aiokafka.AIOKafkaConsumer, *, busy_ms: int, quiet_ms: int,
+                       quiet_after_s: float = QUIET_AFTER_S) -> None:
+    """A started consumer's fetches wait at most `busy_ms` while records flow and the reader
+    keeps up, `quiet_ms` otherwise.
+
+    Flowing: a fetch returned records within `quiet_after_s`. Keeping up: aiokafka holds no
+    fetched record unread; when it does, the reader is behind, the next records are there
+    already, and short waits would only repeat fetches of quiet partitions. aiokafka keeps
+    one fetch in flight per broker and builds each with the fetcher's wait; it has no option
+    for this, so the fetcher's planning and answers are wrapped.
     """
     fetcher = consumer._fetcher
-    fetch = fetcher._proc_fetch_request
+    fetch, plan = fetcher._proc_fetch_request, fetcher._get_actions_per_node
     last_records = -math.inf
 
-    async def fetch_and_adapt(assignment: Any, node_id: int, request: Any) -> bool:
+    async def fetch_noting_records(assignment: Any, node_id: int, request: Any) -> bool:
         nonlocal last_records
         got_records: bool = await fetch(assignment, node_id, request)
-        now = time.monotonic()
         if got_records:
-            last_records = now
-        fetcher._fetch_max_wait_ms = busy_ms if now - last_records < quiet_after_s else quiet_ms
+            last_records = time.monotonic()
         return got_records
 
-    fetcher._proc_fetch_request = fetch_and_adapt
+    def plan_with_wait(assignment: Any) -> Any:
+        flowing = time.monotonic() - last_records < quiet_after_s
+        fetcher._fetch_max_wait_ms = busy_ms if flowing and not fetcher._records else quiet_ms
+        return plan(assignment)
+
+    fetcher._proc_fetch_request = fetch_noting_records
+    fetcher._get_actions_per_node = plan_with_wait
 
 
 async def fetched_end_offsets(bootstrap: list[str] | str,

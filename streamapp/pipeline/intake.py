@@ -163,8 +163,7 @@ class BatchIntake(Service):
         self.consumer = self._new_consumer()
         self.consumer.subscribe([self.topic.get_topic_name()], listener=_OnRebalance(self))
         await self.consumer.start()
-        adapt_fetch_wait(self.consumer, busy_ms=self.app.settings.fetch_wait_busy_ms,
-                         quiet_ms=self.app.settings.fetch_wait_ms)
+        adapt_fetch_wait(self.consumer, self.app.settings)
 
     async def on_stop(self) -> None:
         if self.consumer is None:

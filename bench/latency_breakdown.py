@@ -74,7 +74,7 @@ def breakdown(model: Path, rate: float, seconds: float, settings: dict[str, str]
         print(f"  comment -> inference message    {percentiles(to_fanout)}")
         print(f"  inference message -> batch      {percentiles(to_batch)}")
     print(f"  batch start -> scored           {percentiles(scoring)}")
-    print(f"    of which the model computing  {percentiles(compute)}")
+    print(f"    its batch's model compute     {percentiles(compute)}")  # per comment
 
 
 def main(argv: list[str]) -> None:

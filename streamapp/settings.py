@@ -184,6 +184,14 @@ class Settings(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _fetch_waits(self) -> Settings:
+        if self.fetch_wait_busy_ms is not None and self.fetch_wait_busy_ms > self.fetch_wait_ms:
+            raise ValueError("STREAMAPP_FETCH_WAIT_BUSY_MS is the shorter wait while records "
+                             f"flow: {self.fetch_wait_busy_ms} > STREAMAPP_FETCH_WAIT_MS "
+                             f"{self.fetch_wait_ms}")
+        return self
+
+    @model_validator(mode="after")
     def _security_complete(self) -> Settings:
         if self.security_protocol.startswith("SASL_"):
             if not self.sasl_username:

@@ -257,6 +257,12 @@ def test_several_problems_are_reported_together() -> None:
     assert "APP_ID" not in message
 
 
+def test_the_busy_fetch_wait_is_the_shorter_one() -> None:
+    assert Settings.from_env({}).fetch_wait_busy_ms is None  # off: the one wait always
+    assert Settings.from_env({"STREAMAPP_FETCH_WAIT_BUSY_MS": "50"}).fetch_wait_busy_ms == 50
+    assert "shorter wait" in problems_of({"STREAMAPP_FETCH_WAIT_BUSY_MS": "60"})
+
+
 def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
 

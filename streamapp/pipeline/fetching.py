@@ -21,8 +21,7 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
     """Fetch wait and end offsets that hold on any Kafka-protocol broker; fetches of only
     the partitions Faust reads."""
 
-    _fetching: tuple[frozenset[TopicPartition], frozenset[TP]] | None = None
-    unread: frozenset[TopicPartition] = frozenset()  # assigned, not fetched now
+    unread: frozenset[TopicPartition] = frozenset()  # assigned, not fetched (at the last fetch)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -53,17 +52,16 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
         """Pause, in aiokafka, the assigned partitions Faust does not read now.
 
         Faust stops reading a partition by leaving it out of the ones it asks aiokafka for
-        (its table changelogs once recovered, a stream whose buffer is full), but aiokafka
-        goes on fetching what is assigned. A fetched record nobody takes holds back every
-        next fetch from that broker for aiokafka's prefetch backoff (100 ms): each changelog
+        (its table changelogs once recovered, a stream before its seek), but aiokafka goes
+        on fetching what is assigned. A fetched record nobody takes holds back every next
+        fetch from that broker for aiokafka's prefetch backoff (100 ms): each changelog
         write of the tables stalled the comments by up to 100 ms (BENCHMARKS.md, Probes).
-        A full stream's partition stays fetched, as before: its records are taken soon.
+        A stream whose buffer is full stays fetched, as before: its records are taken soon.
         """
-        read = frozenset(active) | frozenset(self.consumer._buffered_partitions)
-        assigned = frozenset(consumer.assignment())
-        if self._fetching != (assigned, read):
-            self.unread = fetch_only(consumer, read)
-            self._fetching = (assigned, read)
+        # Buffered first: the main thread moves a partition from buffered back to active;
+        # copied in this order, one moving meanwhile is in both copies rather than neither.
+        buffered = frozenset(self.consumer._buffered_partitions)
+        self.unread = fetch_only(consumer, frozenset(active) | buffered)
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         """End offsets, checked against the high watermark of a fetch.
@@ -81,11 +79,18 @@ class FetchWaitConsumerThread(AIOKafkaConsumerThread):
 
 def fetch_only(consumer: aiokafka.AIOKafkaConsumer,
                read: frozenset[TP] | frozenset[TopicPartition]) -> frozenset[TopicPartition]:
-    """Resume the consumer's assigned partitions in `read`, pause the others: those."""
+    """Pause the consumer's assigned partitions not in `read`, resume the others: the paused.
+
+    Checked against aiokafka's own state, which a rebalance resets (every partition
+    unpaused) even when the same partitions come back. The partitions paused are aiokafka's
+    (its pause() takes no other kind); Faust's TP, a namedtuple of the same fields, matches
+    them in `read`.
+    """
     assigned = consumer.assignment()
     unread = frozenset(tp for tp in assigned if tp not in read)
-    consumer.pause(*unread)
-    consumer.resume(*(assigned - unread))
+    if unread != consumer.paused():
+        consumer.pause(*unread)
+        consumer.resume(*(assigned - unread))
     return unread
 
 
@@ -111,8 +116,9 @@ def follow_the_traffic(consumer: aiokafka.AIOKafkaConsumer, *, busy_ms: int, qui
     keeps up, `quiet_ms` otherwise.
 
     Flowing: a fetch returned records within `quiet_after_s`. Keeping up: aiokafka holds no
-    fetched record unread; when it does, the reader is behind, the next records are there
-    already, and short waits would only repeat fetches of quiet partitions. aiokafka keeps
+    fetched record of a partition read (not paused) unread; when it does, the reader is
+    behind, the next records are there already, and short waits would only repeat fetches
+    of quiet partitions. aiokafka keeps
     one fetch in flight per broker and builds each with the fetcher's wait; it has no option
     for this, so the fetcher's planning and answers are wrapped.
     """
@@ -129,7 +135,9 @@ def follow_the_traffic(consumer: aiokafka.AIOKafkaConsumer, *, busy_ms: int, qui
 
     def plan_with_wait(assignment: Any) -> Any:
         flowing = time.monotonic() - last_records < quiet_after_s
-        fetcher._fetch_max_wait_ms = busy_ms if flowing and not fetcher._records else quiet_ms
+        paused = consumer.paused()
+        behind = any(tp not in paused for tp in fetcher._records)
+        fetcher._fetch_max_wait_ms = busy_ms if flowing and not behind else quiet_ms
         return plan(assignment)
 
     fetcher._proc_fetch_request = fetch_noting_records

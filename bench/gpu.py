@@ -36,7 +36,7 @@ from bench.alone import load_warm, predict_rate
 from bench.gpu_sampler import GpuSampler
 from bench.measures import BERT_BASE, comment_values, random_bert, read_results
 from streamapp.broker import EmbeddedBroker, free_port
-from streamapp.edges.clients import connection, open_producer, send_batched
+from streamapp.edges.clients import create_topic, open_producer, send_batched
 from streamapp.processes import WorkerProcess
 from streamapp.serving.formats.huggingface import PairClassifier
 
@@ -161,19 +161,6 @@ def _rates(plan: Plan, model: PairClassifier, rows: list[dict[str, Any]], budget
 # --- end to end ----------------------------------------------------------------------------
 
 
-async def _create_comments_topic(broker: str, partitions: int) -> None:
-    """The comment topic with enough partitions for every worker (the broker's default for a
-    topic created on first use would leave workers idle)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(**connection(broker))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic("comments", partitions, 1)])
-    finally:
-        await admin.close()
-
-
 @contextmanager
 def _workers(plan: Plan, model_dir: Path, broker: EmbeddedBroker, count: int, tmp: Path,
              budget: Budget, extra: dict[str, str]) -> Iterator[list[WorkerProcess]]:
@@ -214,7 +201,9 @@ def end_to_end(plan: Plan, model_dir: Path, values: list[bytes], spec: str,
     count, extra = parse_spec(spec)
     shutil.rmtree(logs, ignore_errors=True)
     with EmbeddedBroker(free_port()) as broker:
-        asyncio.run(_create_comments_topic(broker.url, PARTITIONS))
+        # Partitions for every worker: the broker's default for a topic made on first use
+        # would leave workers idle.
+        asyncio.run(create_topic(broker.url, "comments", PARTITIONS))
         started_at = time.monotonic()
         with _workers(plan, model_dir, broker, count, logs, budget, extra) as workers:
             ready_s = time.monotonic() - started_at

@@ -124,7 +124,7 @@ class Settings(BaseModel):
     # A broker that answers fetches by polling (the embedded one) delivers a record up to a
     # fetch wait late: 14 ms at 50, 9 at 5. Shorter waits while records flow cut the p99 at
     # half load, but make fetches smaller and more: the broker's and worker's CPU a record
-    # rose by half, the demo model end to end lost about 4% (BENCHMARKS.md, Probes). On
+    # rose by half, the demo model end to end lost 3 to 4% (BENCHMARKS.md, Probes). On
     # Kafka a fetch is answered when data comes, so the default leaves it off.
     fetch_wait_busy_ms: int | None = Field(
         None, ge=1, le=10_000,

@@ -218,19 +218,14 @@ def test_the_key_partitioner_outlives_a_metadata_refresh_without_its_topic(
     iterable`): the producer's metadata, refreshed as the worker created its output topics,
     held the inference topic no more when the batch asked for its partitions."""
     from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from streamapp.application import create_app
+    from streamapp.edges.clients import create_topic
     from streamapp.pipeline.batches import key_partitioner
     from streamapp.settings import Settings
 
     async def run() -> tuple[list[int], list[int]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(INFERENCE, PARTITIONS, 1)])
-        finally:
-            await admin.close()
+        await create_topic(broker.url, INFERENCE, PARTITIONS)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
         try:

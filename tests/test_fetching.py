@@ -7,10 +7,9 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamapp.broker import EmbeddedBroker
-from streamapp.edges.clients import open_producer, send_all
+from streamapp.edges.clients import create_topic, open_producer, send_all
 from streamapp.pipeline.fetching import fetch_only, follow_the_traffic
 
 TOPIC = "fetched"
@@ -18,12 +17,7 @@ FIRST, SECOND = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 
 
 async def _consumer(broker: EmbeddedBroker, fetch_wait_ms: int) -> AIOKafkaConsumer:
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(TOPIC, 2, 1)])
-    finally:
-        await admin.close()
+    await create_topic(broker.url, TOPIC, 2)
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=fetch_wait_ms)

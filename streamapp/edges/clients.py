@@ -58,6 +58,15 @@ async def started(client: Any) -> AsyncIterator[None]:
         await stop()
 
 
+async def create_topic(broker: str, topic: str, partitions: int) -> None:
+    """`topic` with `partitions` (a topic created on first use gets the broker's default)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**connection(broker))
+    async with started(admin):
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+
+
 async def send_all(producer: AIOKafkaProducer, topic: str, values: Iterable[bytes],
                    key: bytes | None = None,
                    partition: int | None = None) -> list[RecordMetadata]:

@@ -118,9 +118,9 @@ def follow_the_traffic(consumer: aiokafka.AIOKafkaConsumer, *, busy_ms: int, qui
     Flowing: a fetch returned records within `quiet_after_s`. Keeping up: aiokafka holds no
     fetched record of a partition read (not paused) unread; when it does, the reader is
     behind, the next records are there already, and short waits would only repeat fetches
-    of quiet partitions. aiokafka keeps
-    one fetch in flight per broker and builds each with the fetcher's wait; it has no option
-    for this, so the fetcher's planning and answers are wrapped.
+    of quiet partitions. aiokafka keeps one fetch in flight per broker and builds each with
+    the fetcher's wait; it has no option for this, so the fetcher's planning and answers
+    are wrapped.
     """
     fetcher = consumer._fetcher
     fetch, plan = fetcher._proc_fetch_request, fetcher._get_actions_per_node

@@ -1,10 +1,11 @@
 """The bench tools that are not `make bench`: bench-gpu in its smoke mode (the same code as
-on a GPU, a tiny model on the CPU), the profile reader and the latency breakdown's reading of
-the fan-out hop."""
+on a GPU, a tiny model on the CPU), the profile reader, the latency breakdown's reading of
+the fan-out hop and the hop probe."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from bench.gpu import main
 from bench.profile import top_frames
 from bench.report import render_gpu
+from streamapp.broker import EmbeddedBroker
 
 
 @pytest.mark.integration
@@ -72,3 +74,16 @@ def test_latency_breakdown_reads_the_comment_ids_of_an_inference_message() -> No
     messages = list(fanned_out_messages(records, limit=1 << 20, most=3))
     assert [fanned_out_ids(message) for message in messages] == [
         ["comments:1:0", "comments:1:1", "comments:1:2"], ["comments:1:3", "comments:1:4"]]
+
+
+@pytest.mark.integration
+def test_hop_probe_times_every_record_it_sends_once(broker: EmbeddedBroker) -> None:
+    import asyncio
+
+    from bench.hop import hop_latencies
+
+    started = time.time()
+    latencies = asyncio.run(hop_latencies(broker.url, "hop-test", 50, rate=200, seconds=1))
+    assert len(latencies) == 200
+    # From a record's own timestamp to its arrival: never negative, never older than the run.
+    assert min(latencies) >= 0 and max(latencies) < 1000 * (time.time() - started)

@@ -2,10 +2,11 @@
 
     python -m bench.hop [FETCH_WAIT_MS ...]   (default: 5 20 50 500)
 
-A plain aiokafka producer sends 200-byte records at a steady rate (one send a millisecond,
-linger 0) to a topic of four partitions; a plain consumer with the given fetch wait reads
-them. Per fetch wait: percentiles of each record's timestamp to `getmany` returning it. Each
-wait has its own broker and topic; the waits alternate over `--rounds`.
+A plain aiokafka producer sends 200-byte records at a steady rate (what is due about every
+millisecond, linger 0) to a topic of four partitions; a plain consumer with the given fetch
+wait reads them. Per fetch wait: percentiles of each record's timestamp to `getmany`
+returning it, and the share that came more than `LATE_MS` late. Each wait has its own broker
+and topic; the waits alternate over `--rounds`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamapp.broker import EmbeddedBroker, free_port
 from streamapp.edges.clients import connection, create_topic, started
+
+VALUE = b"x" * 200
+LATE_MS = 10.0
 
 
 async def hop_latencies(broker: str, topic: str, fetch_wait_ms: int, rate: float,
@@ -45,7 +49,7 @@ async def hop_latencies(broker: str, topic: str, fetch_wait_ms: int, rate: float
         while sent < total:
             due = min(total, int((time.monotonic() - began) * rate) + 1)
             for n in range(sent, due):
-                await producer.send(topic, b"x" * 200, key=str(n).encode())
+                await producer.send(topic, VALUE, key=str(n).encode())
             sent = due
             await asyncio.sleep(0.001)
         await asyncio.wait_for(reader, seconds + 30)
@@ -58,8 +62,10 @@ async def compare(waits: list[int], rounds: int, rate: float, seconds: float) ->
             with EmbeddedBroker(free_port()) as broker:
                 values = await hop_latencies(broker.url, f"hop-{wait}", wait, rate, seconds)
             q = statistics.quantiles(values, n=100, method="inclusive")
+            late = sum(value > LATE_MS for value in values) / len(values)
             print(f"round {round_ + 1}, fetch wait {wait:>4} ms: p50 {q[49]:.1f}  "
-                  f"p90 {q[89]:.1f}  p99 {q[98]:.1f}  max {max(values):.1f} ms")
+                  f"p90 {q[89]:.1f}  p99 {q[98]:.1f}  max {max(values):.1f} ms, "
+                  f"{late:.0%} over {LATE_MS:g} ms")
 
 
 def main() -> None:

@@ -121,11 +121,12 @@ class Settings(BaseModel):
     store: Literal["rocksdb", "memory"] = Field("rocksdb", description="table store")
     fetch_wait_ms: int = Field(50, ge=1, le=10_000,
                                description="longest wait of a consumer fetch")
-    # A broker that answers fetches by polling (the embedded one) delivers a record up to a
-    # fetch wait late: 14 ms at 50, 9 at 5. Shorter waits while records flow cut the p99 at
-    # half load, but make fetches smaller and more: the broker's and worker's CPU a record
-    # rose by half, the demo model end to end lost 3 to 4% (BENCHMARKS.md, Probes). On
-    # Kafka a fetch is answered when data comes, so the default leaves it off.
+    # A broker that answers fetches by polling (the embedded one) delivers a record late by up
+    # to about half the fetch wait: p99 31 ms at 50, 16 at 20 (python -m bench.hop). Shorter
+    # waits while records flow cut the p99 at half load, but make fetches smaller and more:
+    # the broker's and worker's CPU a record rose by half, the demo model end to end lost 3
+    # to 4% (BENCHMARKS.md, Probes). On Kafka a fetch is answered when data comes, so the
+    # default leaves it off.
     fetch_wait_busy_ms: int | None = Field(
         None, ge=1, le=10_000,
         description="longest wait of a consumer fetch while records flow (a fetch returned "
